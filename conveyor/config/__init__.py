@@ -1,0 +1,176 @@
+"""The pipeline file: one YAML document describing the app, the registry and the
+environments in promotion order. ``load_pipeline`` validates it completely before
+any work starts and reports every problem at once, one line each, naming the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from conveyor.config.app import AppConfig
+from conveyor.config.base import SecretRef, StrictModel
+from conveyor.config.drivers import (
+    DockerDriverConfig,
+    MarathonAuth,
+    MarathonDriverConfig,
+)
+from conveyor.config.environment import (
+    ApprovalConfig,
+    EnvironmentConfig,
+    HealthConfig,
+    HttpCheck,
+    TestsConfig,
+)
+from conveyor.config.preflight import AgentVmSelector, PreflightConfig, VSphereConfig
+from conveyor.config.registry import AcrConfig, RegistryConfig
+from conveyor.config.scan import IgnoreEntry, ScanPolicy, TrivyDbConfig
+from conveyor.errors import ConfigError
+
+__all__ = [
+    "AcrConfig",
+    "AgentVmSelector",
+    "AppConfig",
+    "ApprovalConfig",
+    "DockerDriverConfig",
+    "EnvironmentConfig",
+    "HealthConfig",
+    "HttpCheck",
+    "IgnoreEntry",
+    "MarathonAuth",
+    "MarathonDriverConfig",
+    "Pipeline",
+    "PreflightConfig",
+    "RegistryConfig",
+    "ScanPolicy",
+    "SecretRef",
+    "TestsConfig",
+    "TrivyDbConfig",
+    "VSphereConfig",
+    "load_pipeline",
+    "parse_pipeline",
+]
+
+
+class Pipeline(StrictModel):
+    app: AppConfig
+    registry: RegistryConfig
+    scan: ScanPolicy = Field(default_factory=ScanPolicy)
+    environments: list[EnvironmentConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_environments(self) -> Pipeline:
+        names = [e.name for e in self.environments]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"environment names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        for env in self.environments:
+            if env.name == name:
+                return env
+        known = ", ".join(e.name for e in self.environments)
+        raise ConfigError("pipeline", [f"environments: no environment {name!r} (known: {known})"])
+
+    def next_after(self, name: str) -> EnvironmentConfig | None:
+        names = [e.name for e in self.environments]
+        i = names.index(self.environment(name).name)
+        return self.environments[i + 1] if i + 1 < len(self.environments) else None
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("docker", "marathon") and out.endswith(".driver"):
+            # pydantic adds the union tag to the location; the user wrote no such key.
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe(err: Any) -> str:
+    kind = err["type"]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling)"
+    if kind == "union_tag_invalid":
+        expected = err.get("ctx", {}).get("expected_tags", "")
+        return f"unknown driver {err['input']!r}; expected one of: {expected}"
+    if kind == "union_tag_not_found":
+        return "a driver needs 'kind' (one of: 'docker', 'marathon')"
+    msg = str(err["msg"])
+    if "input" in err and not isinstance(err["input"], dict | list):
+        msg += f" (got {err['input']!r})"
+    return msg
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make every path in the file relative to the file, not to the caller's cwd."""
+
+    def fix(node: dict[str, Any], key: str) -> None:
+        value = node.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            node[key] = str(base / value)
+
+    app = data.get("app")
+    if isinstance(app, dict):
+        fix(app, "context")
+    for env in data.get("environments") or []:
+        driver = env.get("driver") if isinstance(env, dict) else None
+        if isinstance(driver, dict):
+            fix(driver, "app_template")
+            fix(driver, "ca_bundle")
+    reg = data.get("registry")
+    if isinstance(reg, dict):
+        fix(reg, "ca_bundle")
+
+
+def _file_problems(p: Pipeline) -> list[str]:
+    problems = []
+    if not p.app.context.is_dir():
+        problems.append(f"app.context: directory not found: {p.app.context}")
+    else:
+        dockerfile = p.app.context / p.app.dockerfile
+        if not dockerfile.is_file():
+            problems.append(f"app.dockerfile: file not found: {dockerfile}")
+    for i, env in enumerate(p.environments):
+        if isinstance(env.driver, MarathonDriverConfig) and not env.driver.app_template.is_file():
+            problems.append(
+                f"environments[{i}].driver.app_template: file not found: {env.driver.app_template}"
+            )
+    return problems
+
+
+def parse_pipeline(data: Any, source: str, base: Path) -> Pipeline:
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): expected a mapping with app, registry, environments"])
+    _resolve_paths(data, base)
+    try:
+        pipeline = Pipeline.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{_field_path(e['loc'])}: {_describe(e)}" for e in exc.errors()]
+        raise ConfigError(source, lines) from None
+    problems = _file_problems(pipeline)
+    if problems:
+        raise ConfigError(source, problems)
+    return pipeline
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    """Read and validate a pipeline file; raise ``ConfigError`` listing every problem."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(str(path), ["file not found"])
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
+    return parse_pipeline(data, str(path), file.resolve().parent)

@@ -1,0 +1,159 @@
+"""The one exception tree of conveyor.
+
+Every client translates its transport's or SDK's failures into these classes at a
+single boundary, so tasks decide about retries by class alone: a ``TransientError``
+is worth another try (timeouts, 5xx, a deployment in progress), everything else is
+terminal and its message says why.
+"""
+
+from __future__ import annotations
+
+
+class ConveyorError(Exception):
+    """Base of every error conveyor raises on purpose."""
+
+    transient: bool = False
+
+
+class TransientError(ConveyorError):
+    """The same call may succeed later: retrying is the right move."""
+
+    transient = True
+
+
+class TerminalError(ConveyorError):
+    """Retrying cannot help; a person has to act on the message."""
+
+
+# --- configuration ---------------------------------------------------------
+
+
+class ConfigError(TerminalError):
+    """A pipeline file or setting is wrong; ``problems`` holds one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {source}: {p}" for p in problems)
+        super().__init__(f"invalid pipeline file {source}:\n{lines}")
+
+
+class SecretNotFound(TerminalError):
+    """A credential reference points at nothing (the message names the reference)."""
+
+
+# --- transport (shared by every HTTP client) --------------------------------
+
+
+class TransportError(TransientError):
+    """The peer could not be reached or did not answer in time."""
+
+
+class ConnectFailed(TransportError):
+    pass
+
+
+class RequestTimeout(TransportError):
+    pass
+
+
+class TLSVerificationFailed(TerminalError):
+    """The peer's certificate did not verify against the configured trust."""
+
+
+class ServerError(TransientError):
+    """The peer answered 5xx."""
+
+    def __init__(self, message: str, status: int) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class AuthenticationFailed(TerminalError):
+    """Credentials were refused; retrying with the same ones would only lock the account."""
+
+
+class PermissionDenied(TerminalError):
+    pass
+
+
+class NotFound(TerminalError):
+    pass
+
+
+class Rejected(TerminalError):
+    """The peer refused the request as invalid (400/422); ``details`` says why."""
+
+    def __init__(self, message: str, details: object = None) -> None:
+        self.details = details
+        super().__init__(message)
+
+
+class Locked(TransientError):
+    """A resource is busy (Marathon's 409 "locked by a deployment")."""
+
+    def __init__(self, message: str, holders: list[str] | None = None) -> None:
+        self.holders = holders or []
+        super().__init__(message)
+
+
+# --- pipeline stages -------------------------------------------------------
+
+
+class BuildFailed(TerminalError):
+    pass
+
+
+class ScanBlocked(TerminalError):
+    """The scan policy found a blocking finding, or could not scan and fails closed."""
+
+
+class PushFailed(TerminalError):
+    pass
+
+
+class ImmutableTagViolation(TerminalError):
+    """A version tag would be moved to another digest."""
+
+
+class EvidenceMissing(TerminalError):
+    """The digest lacks the proof a stage requires before it may go on."""
+
+
+class PreflightFailed(TerminalError):
+    def __init__(self, message: str, failures: list[str]) -> None:
+        self.failures = failures
+        super().__init__(message + ("\n  " + "\n  ".join(failures) if failures else ""))
+
+
+class DeploymentFailed(TerminalError):
+    pass
+
+
+class HealthCheckFailed(TerminalError):
+    pass
+
+
+class IntegrationTestsFailed(TerminalError):
+    pass
+
+
+class ApprovalRejected(TerminalError):
+    pass
+
+
+class VerificationFailed(TerminalError):
+    pass
+
+
+class RolledBack(TerminalError):
+    """Production failed and was returned to the previous release."""
+
+
+class PlacementViolation(TerminalError):
+    pass
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` is worth a retry; used by every task's retry condition."""
+    return isinstance(exc, ConveyorError) and exc.transient
