@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
 
 class StrictModel(BaseModel):
@@ -37,3 +40,19 @@ class SecretRef(StrictModel):
         if self.file is not None:
             return f"file {self.file}"
         return f"Prefect Secret block {self.block!r}"
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+
+
+def _parse_duration(value: object) -> object:
+    """Accept "90s", "15m", "24h", "2d" besides pydantic's own forms."""
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m:
+            return dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    return value
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(_parse_duration)]
