@@ -112,25 +112,21 @@ def _describe(err: Any) -> str:
     return msg
 
 
-def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+# Keys whose string values are paths; they are relative to the pipeline file.
+_PATH_KEYS = frozenset({"context", "app_template", "ca_bundle", "file", "cache_dir"})
+
+
+def _resolve_paths(node: Any, base: Path) -> None:
     """Make every path in the file relative to the file, not to the caller's cwd."""
-
-    def fix(node: dict[str, Any], key: str) -> None:
-        value = node.get(key)
-        if isinstance(value, str) and not Path(value).is_absolute():
-            node[key] = str(base / value)
-
-    app = data.get("app")
-    if isinstance(app, dict):
-        fix(app, "context")
-    for env in data.get("environments") or []:
-        driver = env.get("driver") if isinstance(env, dict) else None
-        if isinstance(driver, dict):
-            fix(driver, "app_template")
-            fix(driver, "ca_bundle")
-    reg = data.get("registry")
-    if isinstance(reg, dict):
-        fix(reg, "ca_bundle")
+    if isinstance(node, list):
+        for item in node:
+            _resolve_paths(item, base)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key in _PATH_KEYS and isinstance(value, str) and not Path(value).is_absolute():
+                node[key] = str(base / value)
+            else:
+                _resolve_paths(value, base)
 
 
 def _file_problems(p: Pipeline) -> list[str]:

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install, start the Docker Engine the tests build and run on, then run the whole suite.
+# Each test starts the other parts it needs (registries, simulators, a Prefect server)
+# on free ports of 127.0.0.1. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+conveyor up --only docker
+ruff check .
+mypy conveyor flows tasks
+exec python -m pytest -q -ra "$@"
