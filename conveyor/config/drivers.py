@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from conveyor.config.base import SecretRef, StrictModel
 
@@ -22,11 +22,24 @@ class DockerDriverConfig(StrictModel):
 
 
 class MarathonAuth(StrictModel):
+    """How to authenticate: none, Marathon's basic auth, or a DC/OS service account."""
+
     kind: Literal["none", "basic", "dcos"] = "none"
     username: str | None = None
     password: SecretRef | None = None
+    # DC/OS service account: its uid and the PEM private key whose public half IAM holds.
     uid: str | None = None
     private_key: SecretRef | None = None
+    # Lifetime of the self-signed login JWT; IAM sets the session token's own lifetime.
+    login_token_ttl_s: int = Field(default=300, ge=30, le=86400)
+
+    @model_validator(mode="after")
+    def _complete(self) -> MarathonAuth:
+        needs = {"basic": ("username", "password"), "dcos": ("uid", "private_key")}
+        missing = [f for f in needs.get(self.kind, ()) if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"auth kind {self.kind!r} needs {' and '.join(missing)}")
+        return self
 
 
 class MarathonDriverConfig(StrictModel):
@@ -45,6 +58,12 @@ class MarathonDriverConfig(StrictModel):
     lock_wait_s: float = Field(default=300, ge=0)
     force: bool = False
     request_timeout_s: float = Field(default=10, gt=0)
+    # React to Marathon's event stream; polling with backoff remains the fallback.
+    event_stream: bool = True
+    # Upper bound of the polling backoff (and the safety re-check while streaming).
+    poll_max_interval_s: float = Field(default=2.0, gt=0)
+    # How long the rollback after a failed deploy may take before giving up on it.
+    rollback_timeout_s: float = Field(default=300, gt=0)
 
 
 DriverConfig = DockerDriverConfig | MarathonDriverConfig

@@ -1,0 +1,230 @@
+"""Marathon's REST API v2 (the subset a deploy needs), over an injectable httpx transport.
+
+Errors become conveyor errors here and nowhere else: 409 is ``Locked`` naming the
+deployments that hold the app, 400/422 are ``Rejected`` with Marathon's details, and a
+503 or a lost connection (a leader election) is retried a few times with backoff
+before it surfaces as a ``TransientError``.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from conveyor.clients.http import error_for_status, send, translate_transport_errors
+from conveyor.errors import (
+    ConveyorError,
+    Locked,
+    NotFound,
+    Rejected,
+    RequestTimeout,
+    ServerError,
+    TransportError,
+)
+
+SYSTEM = "Marathon"
+RETRY_STATUSES = (502, 503, 504)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server-sent event of ``/v2/events``."""
+
+    type: str
+    data: dict[str, Any]
+
+
+def tls_verify(verify_tls: bool, ca_bundle: Path | None) -> ssl.SSLContext | bool:
+    """httpx's ``verify`` from the pipeline's settings: verified by default."""
+    if not verify_tls:
+        return False
+    return ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+
+
+def _app_path(app_id: str) -> str:
+    return "/v2/apps/" + quote(app_id.strip("/"), safe="/")
+
+
+def _error(response: httpx.Response) -> ConveyorError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    message = str(body.get("message") or response.text[:200])
+    if response.status_code == 409:
+        holders = [str(d.get("id")) for d in body.get("deployments") or [] if isinstance(d, dict)]
+        text = f"{SYSTEM}: {response.request.method} {response.request.url.path} answered 409: "
+        text += message + (f" (held by deployments {', '.join(holders)})" if holders else "")
+        return Locked(text, holders)
+    if response.status_code in (400, 422):
+        details = body.get("details") or []
+        lines = [
+            f"{d.get('path', '?')}: {'; '.join(map(str, d.get('errors') or []))}"
+            for d in details
+            if isinstance(d, dict)
+        ]
+        base = error_for_status(SYSTEM, response, message)
+        return Rejected(str(base) + "".join(f"\n  {line}" for line in lines), details)
+    return error_for_status(SYSTEM, response, message)
+
+
+class MarathonClient:
+    """Marathon at ``base_url`` (Marathon itself, or ``<cluster>/service/marathon``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        transport: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.25,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            auth=auth,
+            transport=transport,
+            verify=verify,
+            timeout=httpx.Timeout(timeout_s),
+            headers={"Accept": "application/json"},
+        )
+        self._retries = retries
+        self._backoff_s = backoff_s
+        self._sleep = sleep
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _request(
+        self, method: str, path: str, *, retry_timeouts: bool = True, **kwargs: Any
+    ) -> httpx.Response:
+        """Send with bounded retries of what a leader change causes; raise on failure."""
+        for attempt in range(self._retries + 1):
+            last = attempt == self._retries
+            try:
+                response = send(self.http, self.http.build_request(method, path, **kwargs), SYSTEM)
+            except RequestTimeout:
+                if last or not retry_timeouts:
+                    raise
+            except TransportError:
+                if last:
+                    raise
+            else:
+                if response.is_success:
+                    return response
+                error = _error(response)
+                if response.status_code not in RETRY_STATUSES or last:
+                    raise error
+            self._sleep(self._backoff_s * 2**attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ServerError(f"{SYSTEM}: {method} {path} did not answer JSON", 502) from None
+
+    def app(self, app_id: str, embed: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The app with its status; ``embed`` as in the API (``app.tasks``...)."""
+        body = self._json("GET", _app_path(app_id), params=[("embed", e) for e in embed])
+        return dict(body["app"])
+
+    def find_app(self, app_id: str, embed: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        """The app, or None when Marathon has no app with this id."""
+        try:
+            return self.app(app_id, embed)
+        except NotFound:
+            return None
+
+    def put_app(
+        self, app_id: str, definition: dict[str, Any], force: bool = False
+    ) -> dict[str, Any]:
+        """Create or replace the app; returns ``{"deploymentId", "version"}``."""
+        params = {"force": "true"} if force else {}
+        return dict(self._json("PUT", _app_path(app_id), json=definition, params=params))
+
+    def tasks(self, app_id: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", _app_path(app_id) + "/tasks")["tasks"])
+
+    def versions(self, app_id: str) -> list[str]:
+        """The app's versions, newest first."""
+        return [str(v) for v in self._json("GET", _app_path(app_id) + "/versions")["versions"]]
+
+    def app_version(self, app_id: str, version: str) -> dict[str, Any]:
+        path = _app_path(app_id) + "/versions/" + quote(version, safe="")
+        return dict(self._json("GET", path))
+
+    def deployments(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v2/deployments"))
+
+    def delete_deployment(self, deployment_id: str, force: bool = False) -> dict[str, Any] | None:
+        """Without force Marathon rolls the deployment back (a new deployment, returned)."""
+        params = {"force": "true"} if force else {}
+        path = "/v2/deployments/" + quote(deployment_id, safe="")
+        # Not repeated after a timeout: a second revert could undo the first.
+        body = self._json("DELETE", path, params=params, retry_timeouts=False)
+        return dict(body) if isinstance(body, dict) else None
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/v2/info"))
+
+    @contextmanager
+    def events(
+        self, event_types: tuple[str, ...] = (), read_timeout_s: float = 2.0
+    ) -> Iterator[Iterator[Event]]:
+        """Attach to ``/v2/events``; a quiet stream raises ``RequestTimeout`` after the timeout."""
+        timeout = httpx.Timeout(self.http.timeout.connect or 10.0, read=read_timeout_s)
+        request = self.http.build_request(
+            "GET",
+            "/v2/events",
+            params=[("event_type", t) for t in event_types],
+            headers={"Accept": "text/event-stream"},
+            timeout=timeout,
+        )
+        response = send(self.http, request, SYSTEM, stream=True)
+        try:
+            if not response.is_success:
+                response.read()
+                raise _error(response)
+            yield _parse_sse(response)
+        finally:
+            response.close()
+
+
+def _parse_sse(response: httpx.Response) -> Iterator[Event]:
+    kind, data = "message", []
+    with translate_transport_errors(SYSTEM):
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                continue
+            if line:
+                field, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if field == "event":
+                    kind = value
+                elif field == "data":
+                    data.append(value)
+                continue
+            if data:
+                try:
+                    payload = json.loads("\n".join(data))
+                except ValueError:
+                    payload = {}
+                yield Event(kind, payload if isinstance(payload, dict) else {})
+            kind, data = "message", []
