@@ -48,6 +48,8 @@ class EnvironmentConfig(StrictModel):
     # A person must approve before a release enters this environment.
     approval: ApprovalConfig | None = None
     preflight: PreflightConfig = Field(default_factory=PreflightConfig)
+    # Return to the previous release when verification fails after a change.
+    rollback_on_failure: bool = True
 
     @model_validator(mode="after")
     def _approval_has_timeout(self) -> EnvironmentConfig:

@@ -1,0 +1,1 @@
+"""The pipelines: ``ship``, ``nightly_integration``, ``promote`` and ``rollback``."""
