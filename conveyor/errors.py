@@ -108,6 +108,10 @@ class ScanBlocked(TerminalError):
     """The scan policy found a blocking finding, or could not scan and fails closed."""
 
 
+class VulnDbMissing(ScanBlocked):
+    """Trivy has no vulnerability database to scan with; the policy says fail or warn."""
+
+
 class PushFailed(TerminalError):
     pass
 
