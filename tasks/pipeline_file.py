@@ -1,0 +1,17 @@
+"""The first step of every flow: the whole pipeline file is valid, or nothing runs."""
+
+from __future__ import annotations
+
+from conveyor.config import Pipeline, load_pipeline
+from tasks.common import logger, stage
+
+
+@stage("validate pipeline file", retries=0)
+def validate_pipeline(path: str) -> Pipeline:
+    pipeline = load_pipeline(path)
+    logger().info(
+        "pipeline %s: app %s, registry %s/%s, environments %s",
+        path, pipeline.app.name, pipeline.registry.host, pipeline.registry.repository,
+        " -> ".join(e.name for e in pipeline.environments),
+    )
+    return pipeline
