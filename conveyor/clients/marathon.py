@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -228,3 +229,83 @@ def _parse_sse(response: httpx.Response) -> Iterator[Event]:
                     payload = {}
                 yield Event(kind, payload if isinstance(payload, dict) else {})
             kind, data = "message", []
+
+
+class EventWatch:
+    """Wakes a waiter within moments of a Marathon event about one app.
+
+    A background thread follows ``/v2/events`` and sets a flag on every event that
+    names the app (or any deployment event); the waiter re-reads the REST state then,
+    so a missed or reordered event costs at most one safety interval, never
+    correctness. A quiet stream is re-attached after ``read_timeout_s``; repeated
+    failures give up and leave the waiter polling.
+    """
+
+    RELEVANT_PREFIXES = ("deployment_",)
+    MAX_FAILURES = 3
+
+    def __init__(
+        self, client: MarathonClient, app_id: str, deadline: float, read_timeout_s: float = 2.0
+    ) -> None:
+        self._client = client
+        self._app_id = "/" + app_id.strip("/")
+        self._deadline = deadline
+        self._read_timeout_s = read_timeout_s
+        self._changed = threading.Event()
+        self._stop = threading.Event()
+        self.attached = threading.Event()
+        self.events_seen = 0
+        self._thread = threading.Thread(target=self._run, name="marathon-events", daemon=True)
+
+    def __enter__(self) -> EventWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        # No join: the reader leaves at its next read timeout, the waiter need not wait.
+        self._stop.set()
+
+    def _relevant(self, event: Event) -> bool:
+        if event.type.startswith(self.RELEVANT_PREFIXES):
+            return True
+        return "/" + str(event.data.get("appId", "")).strip("/") == self._app_id
+
+    def _follow(self) -> int:
+        seen = 0
+        with self._client.events(read_timeout_s=self._read_timeout_s) as events:
+            self.attached.set()
+            # Whatever happened while detached is unknown: have the waiter look.
+            self._changed.set()
+            for event in events:
+                seen += 1
+                self.events_seen += 1
+                if self._relevant(event):
+                    self._changed.set()
+                if self._stop.is_set():
+                    break
+        return seen
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            try:
+                if self._follow() > 0:
+                    self._stop.wait(0.1)  # the server closed a live stream: re-attach, gently
+                    continue
+            except RequestTimeout:
+                continue  # a quiet stream, not a broken one
+            except ConveyorError:
+                pass
+            # Refused, broken, or closed before a single event: back off, then give up.
+            failures += 1
+            self.attached.clear()
+            if failures >= self.MAX_FAILURES:
+                break
+            self._stop.wait(0.2 * 2**failures)
+        self.attached.clear()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until an event arrives or ``timeout`` passes; True when woken by an event."""
+        woke = self._changed.wait(max(timeout, 0.0))
+        self._changed.clear()
+        return woke
