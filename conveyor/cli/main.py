@@ -1,0 +1,54 @@
+"""The `conveyor` command.
+
+The stack, simulator and approval commands live in modules of their own; this one
+mounts them and adds the pipeline commands, which run the Prefect flows in this
+process against the Prefect server in PREFECT_API_URL (``conveyor up`` starts one and
+``eval "$(conveyor env)"`` points the shell at it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from conveyor.cli import approvals, pipeline_cmds, sim_marathon, sim_vcenter, stack
+from conveyor.errors import ConfigError, ConveyorError
+
+app = typer.Typer(
+    help="conveyor: one image digest from a developer's workstation to production.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+PipelineOpt = Annotated[
+    Path, typer.Option("--pipeline", "-p", help="the pipeline file", envvar="CONVEYOR_PIPELINE")
+]
+
+app.registered_commands += stack.app.registered_commands
+app.command("approvals", help="List paused runs that wait for an approval.")(approvals.list_approvals)
+app.command("approve")(approvals.approve)
+app.command("reject")(approvals.reject)
+sim = typer.Typer(help="Development simulators of the outside systems.", no_args_is_help=True)
+sim.registered_commands += sim_marathon.app.registered_commands
+sim.registered_commands += sim_vcenter.app.registered_commands
+app.add_typer(sim, name="sim")
+pipeline_cmds.register(app)
+
+
+def main() -> None:
+    """Entry point: conveyor's own errors end in one clear message, not a traceback."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    try:
+        app()
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/]")
+        sys.exit(2)
+    except ConveyorError as exc:
+        err.print(f"[red]{type(exc).__name__}:[/] {exc}")
+        sys.exit(1)
