@@ -1,0 +1,257 @@
+"""Build and push images through the Docker Engine API (an injected ``docker.DockerClient``).
+
+docker-py's exceptions are translated at one boundary, ``_engine_errors``: an engine
+that cannot be reached or does not answer is transient, what it refuses is terminal.
+Build and push report their outcome inside the response stream rather than by HTTP
+status, so each stream is read to the end and its ``error`` becomes a typed error too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+from pydantic import SecretStr
+
+from conveyor.clients.build_context import context_tar, created_of, source_of, version_of
+from conveyor.errors import (
+    AuthenticationFailed,
+    BuildFailed,
+    ConnectFailed,
+    NotFound,
+    PermissionDenied,
+    PushFailed,
+    Rejected,
+    RequestTimeout,
+    ServerError,
+)
+
+Log = Callable[[str], None]
+Auth = tuple[str, SecretStr]
+
+OCI = "org.opencontainers.image"
+_TAIL_LINES = 20
+_AUTH_REFUSED = re.compile(r"unauthorized|authentication required|no basic auth credentials", re.I)
+_ACCESS_DENIED = re.compile(r"denied", re.I)
+
+
+def _discard(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    id: str
+    tags: list[str]
+    version: str
+    revision: str | None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@contextmanager
+def _engine_errors(what: str) -> Iterator[None]:
+    """The one place docker-py's and requests' exceptions become conveyor errors."""
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        status = exc.status_code or 0
+        message = f"docker engine: {what}: {exc.explanation or exc}"
+        if status == 401:
+            raise AuthenticationFailed(message) from None
+        if status == 403:
+            raise PermissionDenied(message) from None
+        if status == 404:
+            raise NotFound(message) from None
+        if status >= 500:
+            raise ServerError(message, status) from None
+        raise Rejected(message) from None
+    except requests.exceptions.Timeout as exc:
+        raise RequestTimeout(f"docker engine: {what}: no answer in time ({exc})") from None
+    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+        raise ConnectFailed(f"docker engine: {what}: cannot reach the engine ({exc})") from None
+
+
+def oci_labels(context: Path, tag: str, version: str, revision: str | None) -> dict[str, str]:
+    """The ``org.opencontainers.image.*`` annotations for an image built from ``context``."""
+    repository = tag.rsplit("@", 1)[0]
+    if ":" in repository.rsplit("/", 1)[-1]:
+        repository = repository.rsplit(":", 1)[0]
+    labels = {
+        f"{OCI}.version": version,
+        # A dirty tree has no commit time that describes it; its build time does.
+        f"{OCI}.created": created_of(context, None if version.endswith("-dirty") else revision),
+        f"{OCI}.source": source_of(context),
+        f"{OCI}.title": repository.rsplit("/", 1)[-1],
+    }
+    if revision:
+        labels[f"{OCI}.revision"] = revision
+    return labels
+
+
+class _Lines:
+    """Re-splits the engine's stream chunks into whole lines, keeping the last few."""
+
+    def __init__(self, log: Log) -> None:
+        self._log = log
+        self._partial = ""
+        self.tail: deque[str] = deque(maxlen=_TAIL_LINES)
+
+    def feed(self, text: str) -> None:
+        *complete, self._partial = (self._partial + text).split("\n")
+        for line in complete:
+            self._emit(line)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._emit(self._partial)
+            self._partial = ""
+
+    def _emit(self, line: str) -> None:
+        line = line.rstrip("\r")
+        if line.strip():
+            self.tail.append(line)
+            self._log(line)
+
+
+class DockerEngine:
+    """Typed build and push over ``client``; its timeout bounds every non-build call."""
+
+    def __init__(self, client: docker.DockerClient, build_timeout_s: float = 1800.0) -> None:
+        self._client = client
+        self._build_timeout_s = build_timeout_s
+
+    def build(
+        self,
+        context: Path,
+        dockerfile: Path,
+        tag: str,
+        build_args: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        log: Log = _discard,
+        source_version: tuple[str, str | None] | None = None,
+    ) -> BuiltImage:
+        """Build ``context`` and tag the image ``tag``; every log line goes to ``log`` as it comes.
+
+        ``source_version`` is ``version_of(context)`` when the caller already has it.
+        Caller ``labels`` override the OCI labels derived from the source.
+        """
+        version, revision = source_version or version_of(context)
+        all_labels = {**oci_labels(context, tag, version, revision), **(labels or {})}
+        fileobj, dockerfile_name = context_tar(context, dockerfile)
+        with fileobj, _engine_errors(f"build of {tag}"):
+            stream = self._client.api.build(
+                fileobj=fileobj,
+                custom_context=True,
+                dockerfile=dockerfile_name,
+                tag=tag,
+                buildargs=dict(build_args or {}),
+                labels=all_labels,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+                timeout=self._build_timeout_s,
+                use_config_proxy=False,
+            )
+            image_id = self._follow_build(stream, tag, log)
+            info = self._client.api.inspect_image(image_id or tag)
+        return BuiltImage(
+            id=info["Id"],
+            tags=list(info.get("RepoTags") or []),
+            version=version,
+            revision=revision,
+            labels=dict((info.get("Config") or {}).get("Labels") or {}),
+        )
+
+    @staticmethod
+    def _follow_build(stream: Iterable[dict[str, Any]], tag: str, log: Log) -> str | None:
+        lines = _Lines(log)
+        image_id: str | None = None
+        for chunk in stream:
+            if "error" in chunk or "errorDetail" in chunk:
+                lines.flush()
+                detail = chunk.get("errorDetail") or {}
+                message = detail.get("message") or chunk.get("error") or "unknown error"
+                tail = "\n  ".join(lines.tail)
+                raise BuildFailed(f"build of {tag} failed: {message}\n  last lines:\n  {tail}")
+            if "stream" in chunk:
+                lines.feed(str(chunk["stream"]))
+            elif "status" in chunk:
+                lines.feed(f"{chunk['status']}\n")
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and aux.get("ID"):
+                image_id = str(aux["ID"])
+        lines.flush()
+        return image_id
+
+    def push(
+        self,
+        image: str,
+        repository_ref: str,
+        tag: str,
+        auth: Auth | None = None,
+        log: Log = _discard,
+    ) -> str:
+        """Tag ``image`` as ``repository_ref:tag``, push it, return the manifest digest.
+
+        The password travels only in the X-Registry-Auth header; any echo of it in the
+        stream is masked before a line reaches ``log`` or an error.
+        """
+        auth_config = None
+        secret = ""
+        if auth is not None:
+            secret = auth[1].get_secret_value()
+            auth_config = {"username": auth[0], "password": secret}
+        target = f"{repository_ref}:{tag}"
+        with _engine_errors(f"push of {target}"):
+            self._client.api.tag(image, repository_ref, tag)
+            stream = self._client.api.push(
+                repository_ref, tag=tag, stream=True, decode=True, auth_config=auth_config
+            )
+            digest = self._follow_push(stream, target, log, secret)
+        if digest is None:
+            raise PushFailed(f"push of {target}: the engine reported no manifest digest")
+        return digest
+
+    @staticmethod
+    def _follow_push(
+        stream: Iterable[dict[str, Any]], target: str, log: Log, secret: str
+    ) -> str | None:
+        def mask(text: str) -> str:
+            return text.replace(secret, "***") if secret else text
+
+        digest: str | None = None
+        for chunk in stream:
+            if "error" in chunk or "errorDetail" in chunk:
+                detail = chunk.get("errorDetail") or {}
+                message = mask(str(detail.get("message") or chunk.get("error")))
+                if _AUTH_REFUSED.search(message):
+                    raise AuthenticationFailed(
+                        f"push of {target}: registry refused the credentials: {message}"
+                    )
+                if _ACCESS_DENIED.search(message):
+                    raise PermissionDenied(f"push of {target}: {message}")
+                raise PushFailed(f"push of {target} failed: {message}")
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and aux.get("Digest"):
+                digest = str(aux["Digest"])
+            # Byte-count progress updates would flood the log; phase changes are enough.
+            if "status" in chunk and not (chunk.get("progressDetail") or {}).get("total"):
+                layer = f"{chunk['id']}: " if chunk.get("id") else ""
+                log(mask(f"{layer}{chunk['status']}"))
+        return digest
+
+    def remove_image(self, ref: str) -> None:
+        """Remove a local image reference (tests and housekeeping); a missing one is fine."""
+        try:
+            with _engine_errors(f"remove {ref}"):
+                self._client.api.remove_image(ref, force=True, noprune=False)
+        except NotFound:
+            return
