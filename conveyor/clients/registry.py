@@ -243,8 +243,9 @@ class RegistryClient:
             media = json.loads(data).get("mediaType", media)
         return Manifest(media, digest, data)
 
-    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> str:
-        """PUT the exact bytes; returns their digest once the registry confirms it."""
+    def _put_manifest(
+        self, repo: str, reference: str, data: bytes, media_type: str
+    ) -> tuple[str, httpx.Response]:
         digest = sha256_digest(data)
         r = self._request(
             "PUT",
@@ -258,7 +259,21 @@ class RegistryClient:
             raise PushFailed(
                 f"{self.system}: stored {repo}:{reference} as {answered}, sent {digest}"
             )
-        return digest
+        return digest, r
+
+    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> str:
+        """PUT the exact bytes; returns their digest once the registry confirms it."""
+        return self._put_manifest(repo, reference, data, media_type)[0]
+
+    def put_referrer(self, repo: str, data: bytes) -> tuple[str, bool]:
+        """PUT an OCI manifest with a ``subject`` by digest.
+
+        The flag says whether the registry indexed it for the referrers API itself (it
+        answers ``OCI-Subject``); if not, the caller maintains the fallback tag.
+        """
+        digest = sha256_digest(data)
+        _, r = self._put_manifest(repo, digest, data, OCI_MANIFEST)
+        return digest, "OCI-Subject" in r.headers
 
     def delete_manifest(self, repo: str, digest: str) -> None:
         self._request("DELETE", f"/v2/{repo}/manifests/{digest}", ok=(202, 200))
