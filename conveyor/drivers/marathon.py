@@ -1,0 +1,366 @@
+"""The Marathon deploy driver: one app on DC/OS (or plain Marathon) per environment.
+
+A deploy PUTs the rendered definition, follows its deployment until Marathon drops it
+from ``/v2/deployments`` and then until every instance runs the new version healthy.
+Marathon never gives up on a deployment by itself, so the driver does: past
+``deploy_timeout_s`` it reverts the deployment (``DELETE`` without force, Marathon's own
+rollback) and fails naming the unhealthy tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from conveyor.clients.dcos import LOGIN_PATH, DcosClient, DcosServiceAccountAuth
+from conveyor.clients.marathon import EventWatch, MarathonClient, tls_verify
+from conveyor.config.base import SecretRef
+from conveyor.config.drivers import MarathonDriverConfig
+from conveyor.drivers.base import DeployedState, DeployOutcome, Progress, no_progress
+from conveyor.drivers.marathon_app import (
+    assess,
+    digest_of,
+    image_of,
+    instance_of,
+    load_template,
+    normalise,
+    overlay,
+    render,
+)
+from conveyor.errors import ConfigError, ConveyorError, DeploymentFailed, Locked, NotFound
+from conveyor.preflight import PreflightReport
+from conveyor.preflight.dcos import dcos_preflight
+from conveyor.release import Release
+
+SecretResolver = Callable[[SecretRef], SecretStr]
+Check = Callable[[], tuple[bool, str]]
+
+TASK_EMBED = ("app.tasks", "app.lastTaskFailure")
+POLL_FIRST_S = 0.1
+POLL_GROWTH = 1.6
+# Versions looked at when searching the previous image: each is one GET.
+MAX_VERSIONS = 25
+
+
+def _no_secrets(ref: SecretRef) -> SecretStr:
+    raise ConfigError(
+        "pipeline", [f"a secret is needed ({ref.describe()}) but no resolver was given"]
+    )
+
+
+def build_auth(config: MarathonDriverConfig, resolve: SecretResolver) -> httpx.Auth | None:
+    auth = config.auth
+    if auth.kind == "basic" and auth.username and auth.password:
+        return httpx.BasicAuth(auth.username, resolve(auth.password).get_secret_value())
+    if auth.kind == "dcos" and auth.uid and auth.private_key:
+        login_url = config.url.rstrip("/") + LOGIN_PATH
+        return DcosServiceAccountAuth(
+            login_url, auth.uid, resolve(auth.private_key), auth.login_token_ttl_s
+        )
+    return None
+
+
+class MarathonDriver:
+    def __init__(
+        self,
+        environment: str,
+        config: MarathonDriverConfig,
+        resolve_secret: SecretResolver = _no_secrets,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.environment = environment
+        self.config = config
+        self.app_id = "/" + config.app_id.strip("/")
+        self._template = load_template(config.app_template)
+        self._clock = clock
+        self._sleep = sleep
+        self._verify = tls_verify(config.verify_tls, config.ca_bundle)
+        self._transport = transport
+        self.auth = build_auth(config, resolve_secret)
+        base = config.url.rstrip("/") + ("/service/marathon" if config.dcos else "")
+        self.client = MarathonClient(
+            base,
+            auth=self.auth,
+            transport=transport,
+            verify=self._verify,
+            timeout_s=config.request_timeout_s,
+            sleep=sleep,
+        )
+        self._cluster: httpx.Client | None = None
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    # --- reading ----------------------------------------------------------
+
+    def status(self) -> DeployedState:
+        app = self.client.find_app(self.app_id, TASK_EMBED)
+        if app is None:
+            return DeployedState(environment=self.environment, digest=None, version=None)
+        checked = bool(app.get("healthChecks"))
+        tasks = [t for t in app.get("tasks") or [] if isinstance(t, dict)]
+        return DeployedState(
+            environment=self.environment,
+            digest=digest_of(app),
+            version=(app.get("labels") or {}).get("conveyor.version"),
+            instances=tuple(instance_of(t, checked) for t in tasks),
+            previous_digest=digest_of(self._previous(app) or {}),
+            detail={
+                "app_id": self.app_id,
+                "image": image_of(app) or "",
+                "version": str(app.get("version", "")),
+            },
+        )
+
+    def _previous(self, app: dict[str, Any]) -> dict[str, Any] | None:
+        """The newest earlier definition that ran another image."""
+        current = image_of(app)
+        for version in self.client.versions(self.app_id)[:MAX_VERSIONS]:
+            definition = self.client.app_version(self.app_id, version)
+            if image_of(definition) != current:
+                return definition
+        return None
+
+    def plan(self, release: Release) -> str:
+        desired = render(self._template, self.app_id, release)
+        current = self.client.find_app(self.app_id)
+        before = normalise(current) if current else {}
+        after = overlay(before, desired) if current else desired
+        if before == after:
+            return f"no changes: {self.app_id} already runs {release.image}"
+        running = (
+            f"{self.app_id} running version {current.get('version')}" if current else "/dev/null"
+        )
+        lines = difflib.unified_diff(
+            json.dumps(before, indent=2, sort_keys=True).splitlines() if current else [],
+            json.dumps(after, indent=2, sort_keys=True).splitlines(),
+            fromfile=running,
+            tofile=f"{self.app_id} with {release.version} ({release.short})",
+            lineterm="",
+        )
+        return "\n".join(lines)
+
+    # --- deploying --------------------------------------------------------
+
+    def deploy(self, release: Release, progress: Progress = no_progress) -> DeployOutcome:
+        desired = render(self._template, self.app_id, release)
+        current = self.client.find_app(self.app_id, TASK_EMBED)
+        if current is not None and overlay(normalise(current), desired) == normalise(current):
+            return self._settle(release, progress)
+        previous = normalise(current) if current else None
+        progress(f"{self.environment}: deploying {release.image} to {self.app_id}")
+        result = self._put(desired, progress)
+        deployment = str(result["deploymentId"])
+        deadline = self._clock() + self.config.deploy_timeout_s
+        if not self._wait_until(self._rolled_out({deployment}), deadline, progress):
+            self._fail(release, {deployment}, previous, progress)
+        state = self.status()
+        return DeployOutcome(
+            state, True, f"{self.app_id} runs {release.version} ({release.short}) healthy"
+        )
+
+    def _settle(self, release: Release, progress: Progress) -> DeployOutcome:
+        """The definition is already there: wait out its deployment or health, change nothing."""
+        pending = self._deployments_of_app()
+        deadline = self._clock() + self.config.deploy_timeout_s
+        if pending or not self._rolled_out(set())()[0]:
+            progress(f"{self.app_id} already has {release.short}; waiting until it is healthy")
+            if not self._wait_until(self._rolled_out(pending), deadline, progress):
+                app = self.client.find_app(self.app_id, TASK_EMBED) or {}
+                raise DeploymentFailed(
+                    f"{self.environment}: {self.app_id} has {release.image} but did not become "
+                    f"healthy within {self.config.deploy_timeout_s:g}s"
+                    + "".join(f"\n  {p}" for p in assess(app).problems)
+                )
+        return DeployOutcome(
+            self.status(), False, f"{self.app_id} already runs {release.short} healthy"
+        )
+
+    def rollback(self, progress: Progress = no_progress) -> DeployOutcome:
+        current = self.client.app(self.app_id)
+        target = self._previous(current)
+        if target is None:
+            raise DeploymentFailed(
+                f"{self.environment}: {self.app_id} has no earlier version with another image "
+                f"(looked at the newest {MAX_VERSIONS}); nothing to roll back to"
+            )
+        progress(f"{self.environment}: rolling {self.app_id} back to {image_of(target)}")
+        result = self._put(normalise(target), progress)
+        deadline = self._clock() + self.config.rollback_timeout_s
+        if not self._wait_until(
+            self._rolled_out({str(result["deploymentId"])}), deadline, progress
+        ):
+            app = self.client.find_app(self.app_id, TASK_EMBED) or {}
+            raise DeploymentFailed(
+                f"{self.environment}: rollback of {self.app_id} to {image_of(target)} not healthy "
+                f"within {self.config.rollback_timeout_s:g}s"
+                + "".join(f"\n  {p}" for p in assess(app).problems)
+            )
+        return DeployOutcome(
+            self.status(), True, f"{self.app_id} rolled back to {image_of(target)}"
+        )
+
+    def preflight(self, release: Release) -> PreflightReport:
+        """The DC/OS cluster's pre-flight for deploying ``release``; changes nothing."""
+        if self._cluster is None:
+            self._cluster = httpx.Client(
+                base_url=self.config.url.rstrip("/"),
+                auth=self.auth,
+                transport=self._transport,
+                verify=self._verify,
+                timeout=httpx.Timeout(self.config.request_timeout_s),
+            )
+        current = self.client.find_app(self.app_id, TASK_EMBED)
+        running = len(current.get("tasks") or []) if current else 0
+        desired = render(self._template, self.app_id, release)
+        return dcos_preflight(self.environment, DcosClient(self._cluster), desired, running)
+
+    # --- the pieces -------------------------------------------------------
+
+    def _put(self, definition: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        """PUT, waiting out a lock held by other deployments for up to ``lock_wait_s``."""
+        deadline = self._clock() + self.config.lock_wait_s
+        while True:
+            try:
+                return self.client.put_app(self.app_id, definition)
+            except Locked as exc:
+                holders = set(exc.holders)
+                if self._clock() >= deadline:
+                    if self.config.force:
+                        progress(
+                            f"{self.app_id} still locked by {self._describe(holders)}; forcing"
+                        )
+                        return self.client.put_app(self.app_id, definition, force=True)
+                    raise DeploymentFailed(
+                        f"{self.environment}: {self.app_id} stayed locked for "
+                        f"{self.config.lock_wait_s:g}s by {self._describe(holders)}; let it finish, "
+                        "cancel it in Marathon, or set force: true"
+                    ) from None
+                progress(f"{self.app_id} is locked by {self._describe(holders)}; waiting")
+                self._wait_until(self._gone(holders), deadline, progress)
+
+    def _deployments_of_app(self) -> set[str]:
+        return {
+            str(d.get("id"))
+            for d in self.client.deployments()
+            if self.app_id in [("/" + str(a).strip("/")) for a in d.get("affectedApps") or []]
+        }
+
+    def _describe(self, ids: set[str]) -> str:
+        if not ids:
+            return "a deployment"
+        found = {str(d.get("id")): d for d in self.client.deployments()}
+        parts = []
+        for i in sorted(ids):
+            d = found.get(i)
+            if d is None:
+                parts.append(f"deployment {i}")
+                continue
+            actions = ", ".join(
+                f"{a.get('action')} {a.get('app') or a.get('pod') or ''}".strip()
+                for a in d.get("currentActions") or []
+            )
+            parts.append(f"deployment {i} ({actions or 'no actions'}, started {d.get('version')})")
+        return "; ".join(parts)
+
+    def _gone(self, ids: set[str]) -> Check:
+        def check() -> tuple[bool, str]:
+            left = ids & {str(d.get("id")) for d in self.client.deployments()}
+            return not left, f"waiting for deployment(s) {', '.join(sorted(left))}" if left else ""
+
+        return check
+
+    def _rolled_out(self, ids: set[str]) -> Check:
+        def check() -> tuple[bool, str]:
+            left = [d for d in self.client.deployments() if str(d.get("id")) in ids]
+            if left:
+                d = left[0]
+                return (
+                    False,
+                    f"deployment {d.get('id')}: step {d.get('currentStep')}/{d.get('totalSteps')}",
+                )
+            app = self.client.find_app(self.app_id, TASK_EMBED)
+            if app is None:
+                return False, f"{self.app_id} not found"
+            rollout = assess(app)
+            return rollout.done, rollout.summary
+
+        return check
+
+    @contextlib.contextmanager
+    def _watch(self, deadline: float) -> Iterator[EventWatch | None]:
+        if not self.config.event_stream:
+            yield None
+            return
+        with EventWatch(self.client, self.app_id, deadline) as watch:
+            yield watch
+
+    def _wait_until(self, check: Check, deadline: float, progress: Progress) -> bool:
+        """Re-check on every event and on a backoff schedule; False at the deadline."""
+        interval, said = POLL_FIRST_S, ""
+        with self._watch(deadline) as watch:
+            while True:
+                done, summary = check()
+                if summary and summary != said:
+                    progress(summary)
+                    said = summary
+                remaining = deadline - self._clock()
+                if done:
+                    return True
+                if remaining <= 0:
+                    return False
+                if watch is not None and watch.attached.is_set():
+                    watch.wait(min(self.config.poll_max_interval_s, remaining))
+                    continue
+                pause = min(interval, remaining)
+                interval = min(interval * POLL_GROWTH, self.config.poll_max_interval_s)
+                if watch is not None:
+                    watch.wait(pause)
+                else:
+                    self._sleep(pause)
+
+    def _fail(
+        self, release: Release, ids: set[str], previous: dict[str, Any] | None, progress: Progress
+    ) -> None:
+        app = self.client.find_app(self.app_id, TASK_EMBED) or {}
+        problems = assess(app).problems
+        progress(
+            f"{self.app_id} not healthy within {self.config.deploy_timeout_s:g}s; rolling back"
+        )
+        try:
+            restored = self._restore(ids, previous, progress)
+        except ConveyorError as exc:
+            restored = f"the rollback failed too: {exc}"
+        raise DeploymentFailed(
+            f"{self.environment}: {release.image} did not become healthy within "
+            f"{self.config.deploy_timeout_s:g}s; {restored}"
+            + "".join(f"\n  {p}" for p in problems or ("no task reported a cause",))
+        )
+
+    def _restore(self, ids: set[str], previous: dict[str, Any] | None, progress: Progress) -> str:
+        deadline = self._clock() + self.config.rollback_timeout_s
+        pending = ids & {str(d.get("id")) for d in self.client.deployments()}
+        revert: dict[str, Any] | None = None
+        if pending:
+            with contextlib.suppress(NotFound):  # finished meanwhile: restore by PUT below
+                revert = self.client.delete_deployment(sorted(pending)[0])
+        if revert is None:
+            if previous is None:
+                return "nothing ran before it, nothing to restore"
+            revert = self._put(previous, progress)
+        rid = str(revert.get("deploymentId"))
+        if self._wait_until(self._gone({rid}), deadline, progress):
+            return f"rolled back (deployment {rid})"
+        return f"rollback deployment {rid} still running after {self.config.rollback_timeout_s:g}s"

@@ -1,0 +1,119 @@
+"""DC/OS cluster pre-flight: is the cluster fit to take this deploy right now?
+
+Three questions, each answered with checks a person can act on: which DC/OS runs,
+whether every system unit is healthy (a failing unit is named with its own output),
+and whether the active agents have room for the instances the deploy will add,
+including the extra ones Marathon's upgradeStrategy launches during a rolling upgrade.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from conveyor.clients.dcos import DcosClient
+from conveyor.preflight import Check, PreflightReport
+
+# Marathon's defaults when the definition leaves them out.
+DEFAULT_CPUS = 1.0
+DEFAULT_MEM = 128.0
+DEFAULT_OVER_CAPACITY = 1.0
+# Float slack: 0.1 cpus free must fit one 0.1-cpus instance.
+EPSILON = 1e-9
+
+
+def instances_needed(app: dict[str, Any], running: int) -> tuple[int, str]:
+    """How many instances must find room, and why, for ``app`` with ``running`` tasks now."""
+    wanted = int(app.get("instances", 1))
+    if running == 0:
+        return wanted, f"{wanted} new"
+    over = (app.get("upgradeStrategy") or {}).get("maximumOverCapacity", DEFAULT_OVER_CAPACITY)
+    extra = math.ceil(wanted * float(over))
+    more = max(wanted - running, 0)
+    return more + extra, f"{more} more + {extra} over-capacity during the upgrade"
+
+
+def _free(agent: dict[str, Any], resource: str) -> float:
+    total = float((agent.get("resources") or {}).get(resource, 0) or 0)
+    used = float((agent.get("used_resources") or {}).get(resource, 0) or 0)
+    return max(total - used, 0.0)
+
+
+def _fits(cpus_free: float, mem_free: float, cpus: float, mem: float) -> int:
+    by_cpu = math.floor(cpus_free / cpus + EPSILON) if cpus > 0 else 10**6
+    by_mem = math.floor(mem_free / mem + EPSILON) if mem > 0 else 10**6
+    return max(min(by_cpu, by_mem), 0)
+
+
+def resource_checks(agents: list[dict[str, Any]], app: dict[str, Any], running: int) -> list[Check]:
+    cpus = float(app.get("cpus", DEFAULT_CPUS))
+    mem = float(app.get("mem", DEFAULT_MEM))
+    need, why = instances_needed(app, running)
+    active = [a for a in agents if a.get("active", True)]
+    checks = [
+        Check(
+            "cluster",
+            "active agents",
+            "ok" if active else "fail",
+            f"{len(active)} of {len(agents)} agents active",
+        )
+    ]
+    free = [
+        (str(a.get("hostname") or a.get("id")), _free(a, "cpus"), _free(a, "mem")) for a in active
+    ]
+    room = sum(_fits(c, m, cpus, mem) for _, c, m in free)
+    per_agent = ", ".join(f"{name} {c:g} cpus {m:g} MiB" for name, c, m in free) or "none"
+    detail = (
+        f"need room for {need} instances ({why}) of {cpus:g} cpus and {mem:g} MiB; "
+        f"active agents fit {room} (free: {per_agent})"
+    )
+    if room >= need:
+        checks.append(Check("cluster", "resources", "ok", detail))
+        return checks
+    short = []
+    missing_cpus = need * cpus - sum(c for _, c, _ in free)
+    missing_mem = need * mem - sum(m for _, _, m in free)
+    if missing_cpus > EPSILON:
+        short.append(f"{missing_cpus:g} cpus")
+    if missing_mem > EPSILON:
+        short.append(f"{missing_mem:g} MiB")
+    missing = " and ".join(short) or "room on a single agent (free resources are fragmented)"
+    checks.append(Check("cluster", "resources", "fail", f"{detail}; missing {missing}"))
+    return checks
+
+
+def unit_checks(units: list[dict[str, Any]]) -> list[Check]:
+    # DC/OS health: 0 is healthy, anything else is not.
+    sick = [u for u in units if u.get("health", 0) != 0]
+    checks = [
+        Check(
+            f"unit {u.get('id') or u.get('name')}",
+            "health",
+            "fail",
+            str(u.get("output") or u.get("description") or f"health {u.get('health')}").strip(),
+        )
+        for u in sick
+    ]
+    if not units:
+        checks.append(Check("cluster", "system units", "fail", "the cluster reported no units"))
+    elif not sick:
+        checks.append(Check("cluster", "system units", "ok", f"all {len(units)} units healthy"))
+    return checks
+
+
+def dcos_preflight(
+    environment: str, dcos: DcosClient, app: dict[str, Any], running: int
+) -> PreflightReport:
+    """Read the cluster and judge it for deploying ``app`` (``running`` tasks exist now)."""
+    version = dcos.version()
+    checks = [
+        Check(
+            "cluster",
+            "DC/OS version",
+            "ok" if version.get("version") else "warn",
+            str(version.get("version") or "the cluster did not say its version"),
+        )
+    ]
+    checks += unit_checks(dcos.units())
+    checks += resource_checks(dcos.agents(), app, running)
+    return PreflightReport(environment=environment, source="dcos", checks=tuple(checks))
