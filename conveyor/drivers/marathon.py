@@ -245,8 +245,8 @@ class MarathonDriver:
                         return self.client.put_app(self.app_id, definition, force=True)
                     raise DeploymentFailed(
                         f"{self.environment}: {self.app_id} stayed locked for "
-                        f"{self.config.lock_wait_s:g}s by {self._describe(holders)}; let it finish, "
-                        "cancel it in Marathon, or set force: true"
+                        f"{self.config.lock_wait_s:g}s by {self._describe(holders)}; "
+                        "let it finish, cancel it in Marathon, or set force: true"
                     ) from None
                 progress(f"{self.app_id} is locked by {self._describe(holders)}; waiting")
                 self._wait_until(self._gone(holders), deadline, progress)

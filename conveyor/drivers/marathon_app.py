@@ -171,9 +171,8 @@ def assess(app: dict[str, Any]) -> Rollout:
     problems = [task_problem(t) for t in tasks if not task_healthy(t, checked)]
     failure = app.get("lastTaskFailure") or {}
     if failure.get("message") and failure.get("version", target) >= target:
-        problems.append(
-            f"last task failure: task {failure.get('taskId')} {failure.get('state')}: {failure['message']}"
-        )
+        task = f"task {failure.get('taskId')} {failure.get('state')}"
+        problems.append(f"last task failure: {task}: {failure['message']}")
     old = len(tasks) - len(new)
     summary = f"{len(healthy)}/{wanted} instances healthy on the new version"
     if old:
