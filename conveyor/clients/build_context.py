@@ -58,6 +58,13 @@ class DockerIgnore:
                 verdict = not include
         return verdict
 
+    def may_reinclude(self, rel_dir: str) -> bool:
+        """True when an exception could bring back a file under the excluded ``rel_dir``."""
+        return any(
+            include and (p.startswith(rel_dir + "/") or p.startswith("*"))
+            for p, include in self.rules
+        )
+
 
 def _files(context: Path, ignore: DockerIgnore) -> list[tuple[str, Path]]:
     """(name in tar, real path) of every entry, links followed, loops refused."""
@@ -66,7 +73,8 @@ def _files(context: Path, ignore: DockerIgnore) -> list[tuple[str, Path]]:
     def walk(real_dir: Path, rel_dir: str, seen: frozenset[Path]) -> None:
         for entry in sorted(os.scandir(real_dir), key=lambda e: e.name):
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if ignore.excluded(rel):
+            excluded = ignore.excluded(rel)
+            if excluded and not (entry.is_dir() and ignore.may_reinclude(rel)):
                 continue
             target = Path(entry.path)
             if not target.exists():
@@ -74,7 +82,8 @@ def _files(context: Path, ignore: DockerIgnore) -> list[tuple[str, Path]]:
                     f"build context: {rel} is a link to nothing ({os.readlink(entry.path)})"
                 )
             real = target.resolve()
-            out.append((rel, real))
+            if not excluded:
+                out.append((rel, real))
             if real.is_dir():
                 if real in seen:
                     raise BuildFailed(f"build context: {rel} links back to a directory above it")

@@ -86,7 +86,7 @@ def oci_labels(context: Path, tag: str, version: str, revision: str | None) -> d
     labels = {
         f"{OCI}.version": version,
         # A dirty tree has no commit time that describes it; its build time does.
-        f"{OCI}.created": created_of(context, None if version.endswith("-dirty") else revision),
+        f"{OCI}.created": created_of(context, None if "-dirty" in version else revision),
         f"{OCI}.source": source_of(context),
         f"{OCI}.title": repository.rsplit("/", 1)[-1],
     }

@@ -1,0 +1,203 @@
+"""DockerEngine against the real Docker Engine and a real Debian docker-registry."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from conveyor.clients.docker_engine import OCI, BuiltImage, DockerEngine
+from conveyor.errors import AuthenticationFailed, BuildFailed, ConnectFailed, TransientError
+from conveyor.localstack.registry import RegistryServer
+from tests.parts import free_port, require_binary
+
+pytestmark = pytest.mark.docker
+
+HELLO = Path(__file__).resolve().parent.parent / "examples" / "hello"
+BUSYBOX = Path("/usr/bin/busybox")
+# Every image reference the tests make, removed when the module is done.
+_MADE: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def engine(docker_client: docker.DockerClient) -> Iterator[DockerEngine]:
+    """The engine client; every image reference made through ``made`` is removed at the end."""
+    eng = DockerEngine(docker_client, build_timeout_s=300)
+    yield eng
+    for ref in _MADE:
+        eng.remove_image(ref)
+    _MADE.clear()
+
+
+def _tag(name: str) -> str:
+    tag = f"conveyor-test/{name}:{uuid.uuid4().hex[:10]}"
+    _MADE.append(tag)
+    return tag
+
+
+@pytest.fixture(scope="module")
+def hello(engine: DockerEngine) -> tuple[BuiltImage, list[str]]:
+    if not BUSYBOX.is_file():
+        pytest.skip("busybox-static is not installed")
+    lines: list[str] = []
+    built = engine.build(
+        HELLO,
+        Path("Dockerfile"),
+        _tag("hello"),
+        build_args={"VERSION": "9.8.7-test"},
+        labels={"conveyor.test": "1"},
+        log=lines.append,
+    )
+    return built, lines
+
+
+def test_sample_app_builds_with_labels_and_a_streamed_log(
+    hello: tuple[BuiltImage, list[str]], docker_client: docker.DockerClient
+) -> None:
+    built, lines = hello
+    assert built.id.startswith("sha256:")
+    image = docker_client.images.get(built.id)
+    labels = image.labels
+    assert labels["conveyor.test"] == "1"
+    for key in ("version", "created", "source", "title"):
+        assert labels[f"{OCI}.{key}"], key
+    assert labels[f"{OCI}.title"] == "hello"
+    assert labels[f"{OCI}.version"] == built.version
+    assert labels.get(f"{OCI}.revision") == built.revision
+    assert built.tags and built.tags[0] in image.tags
+    # One call per line, in order, never a multi-line chunk.
+    assert any(line.startswith("Step 1/") for line in lines)
+    assert all("\n" not in line for line in lines)
+    steps = [line for line in lines if line.startswith("Step ")]
+    assert steps == sorted(steps, key=lambda s: int(s.split()[1].split("/")[0]))
+    # The build arg reached the image: the busybox symlink was dereferenced to run it.
+    out = docker_client.containers.run(
+        built.id,
+        ["cat", "/www/version"],
+        remove=True,
+        network_mode="none",
+        labels={"conveyor.test": "1"},
+    )
+    assert out.decode().strip() == "9.8.7-test"
+
+
+def test_rebuild_of_the_same_source_is_cached(engine: DockerEngine) -> None:
+    version = ("1.0.0-cachetest", None)
+    tag = _tag("hello")
+    first = engine.build(HELLO, Path("Dockerfile"), tag, source_version=version)
+    lines: list[str] = []
+    again = engine.build(HELLO, Path("Dockerfile"), tag, log=lines.append, source_version=version)
+    assert again.id == first.id or any("Using cache" in line for line in lines)
+
+
+def _context(tmp_path: Path, dockerfile: str) -> Path:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    os.symlink(BUSYBOX, ctx / "busybox")
+    (ctx / "Dockerfile").write_text(dockerfile)
+    return ctx
+
+
+def test_failing_run_step_is_build_failed_with_the_log_tail(
+    engine: DockerEngine, tmp_path: Path
+) -> None:
+    marker = f"about-to-fail-{secrets.token_hex(4)}"
+    ctx = _context(
+        tmp_path,
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        f'RUN ["/bin/busybox", "sh", "-c", "echo {marker}; exit 3"]\n',
+    )
+    lines: list[str] = []
+    with pytest.raises(BuildFailed) as info:
+        engine.build(ctx, Path("Dockerfile"), _tag("broken"), log=lines.append)
+    message = str(info.value)
+    assert "returned a non-zero code: 3" in message
+    assert marker in message and marker in lines
+
+
+def test_copy_of_a_missing_file_is_build_failed(engine: DockerEngine, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, "FROM scratch\nCOPY no-such-file /x\n")
+    with pytest.raises(BuildFailed, match="no-such-file"):
+        engine.build(ctx, Path("Dockerfile"), _tag("broken"))
+
+
+def test_unreachable_engine_is_transient(tmp_path: Path) -> None:
+    # An explicit API version: docker-py would otherwise ask the (absent) engine for one.
+    client = docker.DockerClient(
+        base_url=f"tcp://127.0.0.1:{free_port()}", version="1.41", timeout=5
+    )
+    ctx = _context(tmp_path, "FROM scratch\n")
+    with pytest.raises(ConnectFailed) as info:
+        DockerEngine(client).build(ctx, Path("Dockerfile"), "conveyor-test/never:1")
+    assert isinstance(info.value, TransientError)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistryServer, str]]:
+    require_binary("docker-registry", "apt-get install docker-registry")
+    require_binary("htpasswd", "apt-get install apache2-utils")
+    password = f"pw-{secrets.token_urlsafe(12)}"
+    server = RegistryServer(
+        tmp_path_factory.mktemp("registry"), htpasswd=("pusher", SecretStr(password))
+    )
+    with server:
+        yield server, password
+
+
+def _manifest_digest(server: RegistryServer, repo: str, tag: str, password: str) -> str:
+    accept = ", ".join(
+        [
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.oci.image.manifest.v1+json",
+        ]
+    )
+    response = httpx.head(
+        f"{server.url}/v2/{repo}/manifests/{tag}",
+        headers={"Accept": accept},
+        auth=("pusher", password),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.headers["Docker-Content-Digest"]
+
+
+def test_push_returns_the_registry_manifest_digest(
+    engine: DockerEngine,
+    hello: tuple[BuiltImage, list[str]],
+    registry: tuple[RegistryServer, str],
+) -> None:
+    server, password = registry
+    repo = f"{server.address}/team/hello"
+    _MADE.append(f"{repo}:1.0.0")
+    lines: list[str] = []
+    digest = engine.push(
+        hello[0].id, repo, "1.0.0", auth=("pusher", SecretStr(password)), log=lines.append
+    )
+    assert digest == _manifest_digest(server, "team/hello", "1.0.0", password)
+    assert lines and all(password not in line for line in lines)
+
+
+def test_push_with_a_wrong_password_is_authentication_failed(
+    engine: DockerEngine,
+    hello: tuple[BuiltImage, list[str]],
+    registry: tuple[RegistryServer, str],
+) -> None:
+    server, password = registry
+    wrong = f"wrong-{secrets.token_hex(6)}"
+    repo = f"{server.address}/team/hello"
+    _MADE.append(f"{repo}:denied")
+    lines: list[str] = []
+    with pytest.raises(AuthenticationFailed) as info:
+        engine.push(
+            hello[0].id, repo, "denied", auth=("pusher", SecretStr(wrong)), log=lines.append
+        )
+    assert wrong not in str(info.value) and password not in str(info.value)
+    assert all(wrong not in line for line in lines)
