@@ -158,6 +158,10 @@ class PlacementViolation(TerminalError):
     pass
 
 
+class LocalStackFailed(TerminalError):
+    """A local service could not start (port taken, binary missing); the message says what to do."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when ``exc`` is worth a retry; used by every task's retry condition."""
     return isinstance(exc, ConveyorError) and exc.transient
