@@ -11,7 +11,7 @@ import hashlib
 import json
 import ssl
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +22,13 @@ from pydantic import SecretStr
 
 from conveyor.clients.http import error_for_status, send
 from conveyor.clients.registry_auth import RegistryAuth, TokenSource
-from conveyor.errors import NotFound, PushFailed, Rejected
+from conveyor.errors import (
+    AuthenticationFailed,
+    NotFound,
+    PermissionDenied,
+    PushFailed,
+    Rejected,
+)
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -332,8 +338,11 @@ class RegistryClient:
         if r.status_code == 201:
             return True
         location = r.headers.get("Location")
+        # Cancelling is courtesy: the registry purges abandoned uploads, and the token
+        # may lack the delete action.
         if location:
-            self._request("DELETE", self._absolute(location), ok=(204, 200, 404))
+            with suppress(NotFound, PermissionDenied, AuthenticationFailed):
+                self._request("DELETE", self._absolute(location), ok=(204, 200))
         return False
 
     def _absolute(self, location: str) -> str:
