@@ -29,8 +29,12 @@ class VSphereConfig(StrictModel):
     agent_vms: AgentVmSelector = Field(default_factory=AgentVmSelector)
     datastore_min_free_pct: float = Field(default=10, ge=0, le=100)
     warnings_block: bool = False
-    # Spread after deploy: instances must run on at least this many ESXi hosts.
+    # Spread after deploy: instances must run on at least this many ESXi hosts
+    # (unset: 2 when there are 2 or more instances).
     min_hosts: int | None = Field(default=None, ge=1)
+    request_timeout_s: float = Field(default=30, gt=0)
+    # Objects per RetrievePropertiesEx page; large enough that 1,000 VMs are one page.
+    page_size: int = Field(default=5000, ge=100)
 
 
 class PreflightConfig(StrictModel):
