@@ -1,0 +1,384 @@
+"""The deployment engine: app changes become deployments that a scheduler loop drives.
+
+One lock guards all state. API threads change the wanted state and notify; the loop
+(woken at once, or at the next due probe/backoff, at most every second when idle)
+converges tasks towards it with Marathon's rolling-upgrade rules.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from conveyor.sim.marathon.events import EventBus
+from conveyor.sim.marathon.faults import Faults
+from conveyor.sim.marathon.model import App, config_key, new_id
+from conveyor.sim.marathon.runtime import DockerRuntime
+from conveyor.sim.marathon.state import AppRecord, Cluster, Deployment, Task, monotonic
+from conveyor.sim.marathon.tasks import TaskRunner
+
+log = logging.getLogger(__name__)
+
+ACTIVE_TICK_S = 0.1
+IDLE_TICK_S = 1.0
+EXIT_POLL_S = 2.0
+
+
+class UnknownApp(Exception):
+    pass
+
+
+class UnknownDeployment(Exception):
+    pass
+
+
+class UnknownVersion(Exception):
+    pass
+
+
+class AppLocked(Exception):
+    def __init__(self, deployments: list[str]) -> None:
+        self.deployments = deployments
+        super().__init__("locked")
+
+
+class AppExists(Exception):
+    pass
+
+
+def _steps(action: str, app_id: str) -> list[list[dict[str, str]]]:
+    if action == "StartApplication":
+        return [
+            [{"action": "StartApplication", "app": app_id}],
+            [{"action": "ScaleApplication", "app": app_id}],
+        ]
+    return [[{"action": action, "app": app_id}]]
+
+
+class Engine:
+    def __init__(
+        self, cluster: Cluster, runtime: DockerRuntime, bus: EventBus, faults: Faults
+    ) -> None:
+        self.lock = threading.Condition(threading.RLock())
+        self.cluster = cluster
+        self.runtime = runtime
+        self.bus = bus
+        self.faults = faults
+        self.apps: dict[str, AppRecord] = {}
+        self.deployments: dict[str, Deployment] = {}
+        self.runner = TaskRunner(self.lock, cluster, runtime, bus, faults, self.apps)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_version = datetime.fromtimestamp(0, UTC)
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        self.runtime.remove_all()
+        self.runtime.watch_exits(self.runner.on_exit)
+        self._thread = threading.Thread(target=self._loop, name="sim-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self.lock:
+            self.lock.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.runner.close()
+        self.runtime.remove_all()
+
+    # --- API operations ----------------------------------------------------------
+
+    def _next_version(self) -> str:
+        """ISO timestamp, strictly increasing even for changes within one millisecond."""
+        now = datetime.now(UTC)
+        if now <= self._last_version:
+            now = self._last_version + timedelta(milliseconds=1)
+        self._last_version = now
+        return now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+    def locks_on(self, app_id: str) -> list[Deployment]:
+        return [d for d in self.deployments.values() if d.app_id == app_id]
+
+    def _take_lock(self, app_id: str, force: bool) -> None:
+        held = self.locks_on(app_id)
+        if held and not force:
+            raise AppLocked([d.id for d in held])
+        for dep in held:
+            self._end(dep, failed="Deployment was canceled by a forced change")
+
+    def current(self, app_id: str) -> AppRecord | None:
+        rec = self.apps.get(app_id)
+        return None if rec is None or rec.deleting else rec
+
+    def deploy(self, app: App, force: bool, create_only: bool = False) -> tuple[Deployment, bool]:
+        """Store ``app`` (validated, defaults applied) as a new version and start its deployment."""
+        with self.lock:
+            app_id = app["id"]
+            if create_only and self.current(app_id) is not None:
+                raise AppExists(app_id)
+            self._take_lock(app_id, force)
+            return self._deploy(app_id, app)
+
+    def _deploy(self, app_id: str, app: App) -> tuple[Deployment, bool]:
+        rec = self.apps.get(app_id)
+        original = None if rec is None or rec.deleting else rec.definition
+        version = self._next_version()
+        target = {
+            k: v for k, v in copy.deepcopy(app).items() if k not in ("version", "versionInfo")
+        }
+        same_config = original is not None and config_key(original) == config_key(target)
+        config_at = (
+            original["versionInfo"]["lastConfigChangeAt"] if same_config and original else version
+        )
+        target["version"] = version
+        target["versionInfo"] = {"lastScalingAt": version, "lastConfigChangeAt": config_at}
+        if original is None:
+            action = "StartApplication"
+        else:
+            action = "ScaleApplication" if same_config else "RestartApplication"
+        if rec is None:
+            rec = self.apps[app_id] = AppRecord(definition=target)
+        rec.definition, rec.deleting = target, False
+        rec.versions[version] = target
+        rec.failures_in_row, rec.launch_not_before = 0, 0.0
+        dep = Deployment(
+            id=new_id(),
+            version=version,
+            app_id=app_id,
+            action=action,
+            original=original,
+            target=target,
+            steps=_steps(action, app_id),
+        )
+        self._begin(dep)
+        return dep, original is None
+
+    def delete(self, app_id: str, force: bool) -> Deployment:
+        with self.lock:
+            rec = self.current(app_id)
+            if rec is None:
+                raise UnknownApp(app_id)
+            self._take_lock(app_id, force)
+            rec.deleting = True
+            dep = Deployment(
+                id=new_id(),
+                version=self._next_version(),
+                app_id=app_id,
+                action="StopApplication",
+                original=rec.definition,
+                target=None,
+                steps=_steps("StopApplication", app_id),
+            )
+            self._begin(dep)
+            return dep
+
+    def revert(self, app_id: str, version: str, force: bool) -> Deployment:
+        """PUT with only ``version``: Marathon redeploys that stored version."""
+        with self.lock:
+            rec = self.current(app_id)
+            if rec is None or version not in rec.versions:
+                raise UnknownVersion(version)
+            self._take_lock(app_id, force)
+            return self._deploy(app_id, rec.versions[version])[0]
+
+    def cancel(self, deployment_id: str, force: bool) -> Deployment | None:
+        """DELETE /v2/deployments/{id}: cancel; without force also deploy the previous state."""
+        with self.lock:
+            dep = self.deployments.get(deployment_id)
+            if dep is None:
+                raise UnknownDeployment(deployment_id)
+            self._end(dep, failed="Deployment was canceled")
+            if force or dep.fake_until is not None:
+                return None
+            if dep.original is None:
+                rec = self.apps.get(dep.app_id)
+                if rec is None:
+                    return None
+                rec.deleting = True
+                rollback = Deployment(
+                    id=new_id(),
+                    version=self._next_version(),
+                    app_id=dep.app_id,
+                    action="StopApplication",
+                    original=dep.target,
+                    target=None,
+                    steps=_steps("StopApplication", dep.app_id),
+                )
+                self._begin(rollback)
+                return rollback
+            return self._deploy(dep.app_id, dep.original)[0]
+
+    def hold_lock(self, app_id: str, seconds: float) -> Deployment:
+        """Fault: a fake deployment that locks ``app_id`` for ``seconds``."""
+        with self.lock:
+            dep = Deployment(
+                id=new_id(),
+                version=self._next_version(),
+                app_id=app_id,
+                action="RestartApplication",
+                original=None,
+                target=None,
+                steps=_steps("RestartApplication", app_id),
+                fake_until=monotonic() + seconds,
+            )
+            self.deployments[dep.id] = dep
+            return dep
+
+    # --- deployment bookkeeping ----------------------------------------------------
+
+    def _begin(self, dep: Deployment) -> None:
+        self.deployments[dep.id] = dep
+        self.bus.publish(
+            "deployment_info", plan=dep.plan_json(), currentStep={"actions": dep.steps[0]}
+        )
+        self.lock.notify_all()
+
+    def _end(self, dep: Deployment, failed: str | None = None) -> None:
+        if self.deployments.pop(dep.id, None) is None or dep.fake_until is not None:
+            return
+        if failed:
+            self.bus.publish("deployment_failed", id=dep.id, plan=dep.plan_json(), reason=failed)
+        else:
+            self.bus.publish("deployment_success", id=dep.id, plan=dep.plan_json())
+
+    def _advance(self, dep: Deployment, done: bool) -> None:
+        """Mark steps done: every step but the last ends at once; the last ends when ``done``."""
+        while dep.current_step < len(dep.steps) or done:
+            self.bus.publish(
+                "deployment_step_success",
+                plan=dep.plan_json(),
+                currentStep={"actions": dep.steps[dep.current_step - 1]},
+            )
+            if dep.current_step >= len(dep.steps):
+                self._end(dep)
+                return
+            dep.current_step += 1
+            self.bus.publish(
+                "deployment_info",
+                plan=dep.plan_json(),
+                currentStep={"actions": dep.steps[dep.current_step - 1]},
+            )
+
+    # --- the scheduler loop ------------------------------------------------------
+
+    def _loop(self) -> None:
+        last_poll = 0.0
+        while not self._stop.is_set():
+            now = monotonic()
+            if now - last_poll >= EXIT_POLL_S:
+                last_poll = now
+                self._poll_exits()
+            with self.lock:
+                try:
+                    wake_at = self._tick(monotonic())
+                except Exception:
+                    log.exception("scheduler tick failed")
+                    wake_at = monotonic() + IDLE_TICK_S
+                timeout = min(max(wake_at - monotonic(), 0.02), IDLE_TICK_S)
+                if not self._stop.is_set():
+                    self.lock.wait(timeout)
+
+    def _poll_exits(self) -> None:
+        """Safety net for docker 'die' events that were missed."""
+        try:
+            for cid in self.runtime.exited_containers():
+                self.runner.on_exit(cid)
+        except Exception as exc:  # the daemon may be briefly away; retry next poll
+            log.warning("cannot list containers: %s", exc)
+
+    def _tick(self, now: float) -> float:
+        wake_at = now + IDLE_TICK_S
+        for held in list(self.deployments.values()):
+            if held.fake_until is not None:
+                if now >= held.fake_until:
+                    self._end(held)
+                else:
+                    wake_at = min(wake_at, held.fake_until)
+        deploying = {d.app_id: d for d in self.deployments.values() if d.fake_until is None}
+        for app_id, rec in list(self.apps.items()):
+            dep = deploying.get(app_id)
+            if rec.deleting:
+                done = self._stop_all(rec)
+                if done and not rec.tasks:
+                    del self.apps[app_id]
+                    self.bus.publish("app_terminated_event", appId=app_id)
+            else:
+                done = self._converge(rec, rec.definition, now, steady=dep is None)
+            if dep is not None:
+                wake_at = min(wake_at, now + ACTIVE_TICK_S)
+                self._advance(dep, done and not self.faults.hangs(app_id))
+            if rec.launch_not_before > now:
+                wake_at = min(wake_at, rec.launch_not_before)
+            for task in list(rec.tasks.values()):
+                if task.running:
+                    wake_at = min(wake_at, self.runner._schedule_probes(task, now))
+        return wake_at
+
+    def _stop_all(self, rec: AppRecord) -> bool:
+        for task in list(rec.tasks.values()):
+            self.runner._kill(task)
+        return not rec.tasks
+
+    def _converge(self, rec: AppRecord, target: App, now: float, steady: bool) -> bool:
+        """One step of Marathon's task replacement; True when only healthy new tasks remain."""
+        n = int(target["instances"])
+        key = config_key(target)
+        alive = [t for t in rec.tasks.values() if t.state != "TASK_KILLING"]
+        new = [t for t in alive if t.config == key or steady]
+        old = [t for t in alive if t not in new]
+        surplus = sorted(new, key=lambda t: t.staged_at, reverse=True)[: max(0, len(new) - n)]
+        for task in surplus:
+            self.runner._kill(task)
+        new = [t for t in new if t not in surplus]
+        has_checks = bool(target.get("healthChecks"))
+        ready = [t for t in new if t.healthy] if has_checks else [t for t in new if t.running]
+        strategy = target["upgradeStrategy"]
+        min_healthy = math.ceil(n * float(strategy["minimumHealthCapacity"]))
+        max_capacity = int(n * (1 + float(strategy["maximumOverCapacity"])))
+        contributing = [t for t in old if t.running and not t.unhealthy]
+        kills = [t for t in old if t not in contributing]
+        allowed = max(0, len(contributing) + len(ready) - min_healthy)
+        kills += sorted(contributing, key=lambda t: t.staged_at, reverse=True)[:allowed]
+        remaining_old = len(old) - len(kills)
+        room = max(0, min(n - len(new), max_capacity - remaining_old - len(new)))
+        if room == 0 and not kills and old and len(ready) == len(new) and len(new) < n:
+            # minimumHealthCapacity 1 with no over-capacity would deadlock: Marathon kills one.
+            kills.append(old[0])
+            room = 1
+        for task in kills:
+            self.runner._kill(task)
+        if now >= rec.launch_not_before:
+            for _ in range(room):
+                if not self.runner._launch(rec, target):
+                    break
+        return not old and len(new) == n and len(ready) == n
+
+    # --- views -----------------------------------------------------------------------
+
+    def tasks_of(self, app_id: str) -> list[Task]:
+        rec = self.apps.get(app_id)
+        return sorted(rec.tasks.values(), key=lambda t: t.staged_at) if rec else []
+
+    def app_json(self, rec: AppRecord, tasks: bool, failure: bool) -> dict[str, Any]:
+        body = copy.deepcopy(rec.definition)
+        all_tasks = sorted(rec.tasks.values(), key=lambda t: t.staged_at)
+        has_checks = bool(rec.definition.get("healthChecks"))
+        body.update(
+            tasksStaged=sum(t.state == "TASK_STAGING" for t in all_tasks),
+            tasksRunning=sum(t.running for t in all_tasks),
+            # Like Marathon: without health checks a task is neither healthy nor unhealthy.
+            tasksHealthy=sum(t.healthy for t in all_tasks) if has_checks else 0,
+            tasksUnhealthy=sum(t.unhealthy for t in all_tasks),
+            deployments=[{"id": d.id} for d in self.locks_on(rec.definition["id"])],
+        )
+        if tasks:
+            body["tasks"] = [t.to_json() for t in all_tasks]
+        if failure and rec.last_failure:
+            body["lastTaskFailure"] = rec.last_failure
+        return body
