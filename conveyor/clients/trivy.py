@@ -25,8 +25,10 @@ Kind = Literal["secret", "misconfig", "vuln"]
 
 _OFFLINE = [
     "--format", "json", "--quiet", "--disable-telemetry", "--skip-version-check",
-    "--skip-check-update", "--skip-java-db-update", "--skip-vex-repo-update", "--offline-scan",
+    "--skip-check-update",
 ]  # fmt: skip
+# `trivy image` also knows of DBs and VEX repositories it would otherwise fetch.
+_OFFLINE_IMAGE = ["--skip-java-db-update", "--skip-vex-repo-update", "--offline-scan"]
 _DB_ERROR = re.compile(r"DB error|skip-db-update cannot be specified|vulnerability DB", re.I)
 _STDERR_TAIL = 2000
 
@@ -181,7 +183,7 @@ class Trivy:
         Only the local engine is asked for the image: trivy must not fall back to
         pulling it from a registry.
         """
-        args = ["image", "--scanners", ",".join(scanners)]
+        args = ["image", *_OFFLINE_IMAGE, "--scanners", ",".join(scanners)]
         config_scanners = [s for s in scanners if s in ("secret", "misconfig")]
         if config_scanners:
             args += ["--image-config-scanners", ",".join(config_scanners)]
