@@ -282,7 +282,7 @@ class MarathonDriver:
 
         return check
 
-    def _rolled_out(self, ids: set[str]) -> Check:
+    def _rolled_out(self, ids: set[str], require_new: bool = True) -> Check:
         def check() -> tuple[bool, str]:
             left = [d for d in self.client.deployments() if str(d.get("id")) in ids]
             if left:
@@ -294,7 +294,7 @@ class MarathonDriver:
             app = self.client.find_app(self.app_id, TASK_EMBED)
             if app is None:
                 return False, f"{self.app_id} not found"
-            rollout = assess(app)
+            rollout = assess(app, require_new)
             return rollout.done, rollout.summary
 
         return check
@@ -361,6 +361,6 @@ class MarathonDriver:
                 return "nothing ran before it, nothing to restore"
             revert = self._put(previous, progress)
         rid = str(revert.get("deploymentId"))
-        if self._wait_until(self._gone({rid}), deadline, progress):
+        if self._wait_until(self._rolled_out({rid}, require_new=False), deadline, progress):
             return f"rolled back (deployment {rid})"
         return f"rollback deployment {rid} still running after {self.config.rollback_timeout_s:g}s"

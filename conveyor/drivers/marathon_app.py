@@ -158,7 +158,12 @@ class Rollout:
     problems: tuple[str, ...]
 
 
-def assess(app: dict[str, Any]) -> Rollout:
+def assess(app: dict[str, Any], require_new: bool = True) -> Rollout:
+    """``require_new``: only tasks launched for the newest configuration count.
+
+    A revert may keep the tasks that already run the restored configuration under their
+    old version, so waiting for a revert looks at health and count alone.
+    """
     wanted = int(app.get("instances", 1))
     target = str(
         (app.get("versionInfo") or {}).get("lastConfigChangeAt") or app.get("version") or ""
@@ -166,7 +171,7 @@ def assess(app: dict[str, Any]) -> Rollout:
     checked = bool(app.get("healthChecks"))
     tasks = [t for t in app.get("tasks") or [] if isinstance(t, dict)]
     # Marathon's versions are ISO timestamps of one format: order by string is order by time.
-    new = [t for t in tasks if str(t.get("version") or "") >= target]
+    new = [t for t in tasks if not require_new or str(t.get("version") or "") >= target]
     healthy = [t for t in new if task_healthy(t, checked)]
     problems = [task_problem(t) for t in tasks if not task_healthy(t, checked)]
     failure = app.get("lastTaskFailure") or {}
@@ -174,7 +179,9 @@ def assess(app: dict[str, Any]) -> Rollout:
         task = f"task {failure.get('taskId')} {failure.get('state')}"
         problems.append(f"last task failure: {task}: {failure['message']}")
     old = len(tasks) - len(new)
-    summary = f"{len(healthy)}/{wanted} instances healthy on the new version"
+    summary = f"{len(healthy)}/{wanted} instances healthy" + (
+        " on the new version" if require_new else ""
+    )
     if old:
         summary += f", {old} old still running"
     done = len(healthy) == wanted and len(tasks) == wanted
