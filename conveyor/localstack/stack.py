@@ -1,0 +1,260 @@
+"""The local stack behind ``conveyor up/down/status``: Docker Engine, registry, Prefect.
+
+Everything lives in one state folder (default ``./.conveyor``): pid files, logs, the
+registry's password and storage, the Prefect database, and ``stack.json`` with the
+ports ``up`` used, so that ``down`` and ``status`` find the services again. ``up`` is
+idempotent: a service of ours that answers is left as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from pydantic import SecretStr
+
+from conveyor.errors import LocalStackFailed
+from conveyor.localstack import process
+from conveyor.localstack.dockerd import DockerDaemon
+from conveyor.localstack.prefect_server import PrefectServer
+from conveyor.localstack.registry import RegistryServer
+
+SERVICES = ("docker", "registry", "prefect")
+HOST = "127.0.0.1"
+DEFAULT_REGISTRY_PORT = 5000
+DEFAULT_PREFECT_PORT = 4200
+REGISTRY_USER = "conveyor"
+REGISTRY_PROGRAM = "docker-registry"
+
+Progress = Callable[[str], None]
+
+
+def _silent(_: str) -> None:
+    """Progress sink when the caller does not listen."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    running: bool
+    ours: bool  # started by ``conveyor up`` (and so stopped by ``down``)
+    url: str
+    detail: str
+
+
+class _StackRegistry(RegistryServer):
+    """The registry with its blobs under ``registry/data``, where the docs say they are."""
+
+    @property
+    def storage_path(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+
+def _answers_v2(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/v2/", timeout=3.0).status_code in (200, 401)
+    except httpx.HTTPError:
+        return False
+
+
+class LocalStack:
+    def __init__(
+        self,
+        home: Path,
+        registry_port: int | None = None,
+        prefect_port: int | None = None,
+        dockerd_timeout: float = 60.0,
+        prefect_timeout: float = 180.0,
+    ) -> None:
+        self.home = home.resolve()
+        saved = self._saved_ports()
+        self.registry_port = registry_port or saved.get("registry_port", DEFAULT_REGISTRY_PORT)
+        self.prefect_port = prefect_port or saved.get("prefect_port", DEFAULT_PREFECT_PORT)
+        self.docker = DockerDaemon(self.home)
+        self.prefect = PrefectServer(self.home, HOST, self.prefect_port)
+        self.dockerd_timeout = dockerd_timeout
+        self.prefect_timeout = prefect_timeout
+
+    def __repr__(self) -> str:
+        return f"LocalStack(home={str(self.home)!r})"
+
+    # --- state ----------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "stack.json"
+
+    def _saved_ports(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: int(v) for k, v in data.items() if k.endswith("_port")}
+
+    def _save_ports(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        ports = {"registry_port": self.registry_port, "prefect_port": self.prefect_port}
+        self.state_file.write_text(json.dumps(ports, indent=2) + "\n")
+
+    @property
+    def registry_root(self) -> Path:
+        return self.home / "registry"
+
+    @property
+    def registry_pid_file(self) -> Path:
+        return self.home / "registry.pid"
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://{HOST}:{self.registry_port}"
+
+    @property
+    def password_file(self) -> Path:
+        return self.registry_root / "password"
+
+    def registry_password(self) -> SecretStr:
+        """The registry password, generated on first use and kept readable by its owner only."""
+        if not self.password_file.exists():
+            self.registry_root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(24) + "\n")
+        return SecretStr(self.password_file.read_text().strip())
+
+    def env(self) -> dict[str, str]:
+        """What a shell needs to use the stack (``eval "$(conveyor env)"``)."""
+        return {
+            "PREFECT_API_URL": self.prefect.api_url,
+            "CONVEYOR_HOME": str(self.home),
+            "CONVEYOR_REGISTRY": f"{HOST}:{self.registry_port}",
+        }
+
+    # --- the registry -----------------------------------------------------------
+
+    def _registry_ours(self) -> int | None:
+        return process.read_pid(self.registry_pid_file, REGISTRY_PROGRAM)
+
+    def _start_registry(self) -> str:
+        if self._registry_ours() is not None and _answers_v2(self.registry_url):
+            return "already running"
+        for binary, package in (
+            (REGISTRY_PROGRAM, "docker-registry"),
+            ("htpasswd", "apache2-utils"),
+        ):
+            if shutil.which(binary) is None:
+                raise LocalStackFailed(f"{binary} not found: apt-get install {package}")
+        if process.listening(HOST, self.registry_port):
+            raise LocalStackFailed(
+                f"port {self.registry_port} is taken by another process: "
+                "pass --registry-port (or set CONVEYOR_REGISTRY_PORT) or stop it"
+            )
+        server = _StackRegistry(
+            self.registry_root,
+            HOST,
+            self.registry_port,
+            htpasswd=(REGISTRY_USER, self.registry_password()),
+        )
+        server.start(timeout=60)
+        if server.pid is None:
+            raise LocalStackFailed(f"docker-registry did not start; see {server.log_path}")
+        process.write_pid(self.registry_pid_file, server.pid)
+        return f"started (pid {server.pid})"
+
+    def _stop_registry(self) -> str:
+        pid = self._registry_ours()
+        self.registry_pid_file.unlink(missing_ok=True)
+        if pid is None:
+            return "not running"
+        process.stop(pid)
+        return f"stopped (pid {pid})"
+
+    # --- the commands -------------------------------------------------------------
+
+    def _check_ports(self, services: Sequence[str]) -> None:
+        if self.registry_port == self.prefect_port and {"registry", "prefect"} <= set(services):
+            raise LocalStackFailed(
+                f"the registry and Prefect cannot share port {self.prefect_port}"
+            )
+        running = self._saved_ports()
+        for name, key, port in (
+            ("registry", "registry_port", self.registry_port),
+            ("prefect", "prefect_port", self.prefect_port),
+        ):
+            mine = self._registry_ours() if name == "registry" else self.prefect.ours()
+            if name in services and mine is not None and running.get(key, port) != port:
+                raise LocalStackFailed(
+                    f"the {name} of this stack already runs on port {running[key]}: "
+                    "run `conveyor down` first to change its port"
+                )
+
+    def up(self, services: Sequence[str] = SERVICES, progress: Progress = _silent) -> list[str]:
+        """Start what is not running yet; one line per service saying what happened."""
+        unknown = sorted(set(services) - set(SERVICES))
+        if unknown:
+            raise LocalStackFailed(f"unknown service {', '.join(unknown)}; known: {SERVICES}")
+        self._check_ports(services)
+        done = []
+        if "docker" in services:
+            progress("Docker Engine")
+            done.append(f"docker: {self.docker.ensure(self.dockerd_timeout)}")
+        if "registry" in services:
+            progress(f"registry on {self.registry_url}")
+            done.append(f"registry: {self._start_registry()}")
+            self._save_ports()
+        if "prefect" in services:
+            progress(f"Prefect server on {self.prefect.url} (this takes a while)")
+            done.append(f"prefect: {self.prefect.start(self.prefect_timeout)}")
+            self._save_ports()
+        return done
+
+    def down(self, services: Sequence[str] = SERVICES, progress: Progress = _silent) -> list[str]:
+        """Stop what ``up`` started, in reverse order; leave everything else alone."""
+        done = []
+        if "prefect" in services:
+            progress("Prefect server")
+            done.append(f"prefect: {self.prefect.stop()}")
+        if "registry" in services:
+            progress("registry")
+            done.append(f"registry: {self._stop_registry()}")
+        if "docker" in services:
+            progress("Docker Engine")
+            done.append(f"docker: {self.docker.stop()}")
+        return done
+
+    def status(self) -> list[ServiceStatus]:
+        docker_pid = self.docker.ours()
+        registry_pid = self._registry_ours()
+        prefect_pid = self.prefect.ours()
+        return [
+            ServiceStatus(
+                "docker",
+                self.docker.answers(),
+                docker_pid is not None,
+                os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
+                f"log {self.docker.log_path}" if docker_pid else "not ours: left alone",
+            ),
+            ServiceStatus(
+                "registry",
+                _answers_v2(self.registry_url),
+                registry_pid is not None,
+                self.registry_url,
+                f"user {REGISTRY_USER}, password in {self.password_file}",
+            ),
+            ServiceStatus(
+                "prefect",
+                self.prefect.healthy(),
+                prefect_pid is not None,
+                self.prefect.api_url,
+                f"log {self.prefect.log_path}",
+            ),
+        ]
