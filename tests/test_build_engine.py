@@ -201,3 +201,12 @@ def test_push_with_a_wrong_password_is_authentication_failed(
         )
     assert wrong not in str(info.value) and password not in str(info.value)
     assert all(wrong not in line for line in lines)
+
+
+def test_push_to_an_unreachable_registry_is_transient(
+    engine: DockerEngine, hello: tuple[BuiltImage, list[str]]
+) -> None:
+    repo = f"127.0.0.1:{free_port()}/team/hello"
+    _MADE.append(f"{repo}:nowhere")
+    with pytest.raises(ConnectFailed, match="registry unreachable"):
+        engine.push(hello[0].id, repo, "nowhere")

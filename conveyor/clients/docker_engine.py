@@ -40,6 +40,12 @@ OCI = "org.opencontainers.image"
 _TAIL_LINES = 20
 _AUTH_REFUSED = re.compile(r"unauthorized|authentication required|no basic auth credentials", re.I)
 _ACCESS_DENIED = re.compile(r"denied", re.I)
+# The engine reports an unreachable or failing registry only as text in the stream.
+_UNREACHABLE = re.compile(
+    r"connection refused|no route to host|connection reset|i/o timeout|handshake timeout|: EOF",
+    re.I,
+)
+_SERVER_STATUS = re.compile(r"unexpected (?:HTTP )?status:? (5\d\d)", re.I)
 
 
 def _discard(_: str) -> None:
@@ -74,8 +80,11 @@ def _engine_errors(what: str) -> Iterator[None]:
         raise Rejected(message) from None
     except requests.exceptions.Timeout as exc:
         raise RequestTimeout(f"docker engine: {what}: no answer in time ({exc})") from None
-    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+    except requests.exceptions.RequestException as exc:
+        # Refused connections and streams cut mid-way (ChunkedEncodingError) alike.
         raise ConnectFailed(f"docker engine: {what}: cannot reach the engine ({exc})") from None
+    except docker.errors.DockerException as exc:
+        raise Rejected(f"docker engine: {what}: {exc}") from None
 
 
 def oci_labels(context: Path, tag: str, version: str, revision: str | None) -> dict[str, str]:
@@ -238,6 +247,11 @@ class DockerEngine:
                     )
                 if _ACCESS_DENIED.search(message):
                     raise PermissionDenied(f"push of {target}: {message}")
+                if _UNREACHABLE.search(message):
+                    raise ConnectFailed(f"push of {target}: registry unreachable: {message}")
+                server = _SERVER_STATUS.search(message)
+                if server:
+                    raise ServerError(f"push of {target}: {message}", int(server.group(1)))
                 raise PushFailed(f"push of {target} failed: {message}")
             aux = chunk.get("aux")
             if isinstance(aux, dict) and aux.get("Digest"):

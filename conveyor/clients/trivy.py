@@ -205,7 +205,10 @@ class Trivy:
         env = dict(os.environ)
         if self.docker_host:
             env["DOCKER_HOST"] = self.docker_host
-        command = [binary, *args[:1], *_OFFLINE, "--cache-dir", str(self.cache_dir), *args[1:]]
+        # trivy's own deadline comes first so that it reports instead of being killed.
+        own_timeout = f"{max(1, int(self.timeout_s * 0.9))}s"
+        command = [binary, args[0], *_OFFLINE, "--timeout", own_timeout]
+        command += ["--cache-dir", str(self.cache_dir), *args[1:]]
         try:
             done = subprocess.run(
                 command,
