@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from conveyor.clients.docker_engine import OCI, BuiltImage, DockerEngine
 from conveyor.errors import AuthenticationFailed, BuildFailed, ConnectFailed, TransientError
 from conveyor.localstack.registry import RegistryServer
-from tests.parts import free_port, require_binary
+from tests.parts import free_port, missing, require_binary
 
 pytestmark = pytest.mark.docker
 
@@ -45,7 +45,7 @@ def _tag(name: str) -> str:
 @pytest.fixture(scope="module")
 def hello(engine: DockerEngine) -> tuple[BuiltImage, list[str]]:
     if not BUSYBOX.is_file():
-        pytest.skip("busybox-static is not installed")
+        missing("busybox-static", "apt-get install busybox-static")
     lines: list[str] = []
     built = engine.build(
         HELLO,

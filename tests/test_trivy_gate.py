@@ -12,6 +12,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from pydantic import ValidationError
 
 from conveyor.clients.docker_engine import DockerEngine
 from conveyor.clients.trivy import Finding, Trivy
@@ -26,7 +27,7 @@ from conveyor.scan_policy import (
     scan,
     trivy_for,
 )
-from tests.parts import free_port, require_binary
+from tests.parts import free_port, missing, require_binary
 
 pytestmark = [pytest.mark.docker, pytest.mark.trivy]
 
@@ -187,7 +188,7 @@ def test_fixed_only_and_blocking_severities() -> None:
 @pytest.fixture(scope="module")
 def hello_image(engine: tuple[DockerEngine, list[str]]) -> str:
     if not Path("/usr/bin/busybox").is_file():
-        pytest.skip("busybox-static is not installed")
+        missing("busybox-static", "apt-get install busybox-static")
     eng, made = engine
     tag = f"conveyor-test/hello:{uuid.uuid4().hex[:10]}"
     made.append(tag)
@@ -243,3 +244,18 @@ def test_missing_trivy_binary_blocks(tmp_path: Path) -> None:
     trivy = Trivy(f"trivy-not-installed-{os.getpid()}", cache_dir=tmp_path)
     with pytest.raises(ScanBlocked, match="not on PATH"):
         scan(trivy, "any:1", NO_VULN)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"ignore": [{"id": "CVE-2024-1", "expires": "2027-01-01"}]}, "reason"),
+        ({"ignore": [{"id": "CVE-2024-1", "reason": "x", "expires": "soon"}]}, "expires"),
+        ({"scanners": ["secret", "secret"]}, "listed more than once"),
+        ({"scanners": []}, "scanners"),
+        ({"db": {"on_missing": "ignore"}}, "on_missing"),
+    ],
+)
+def test_policy_rejects_what_would_weaken_the_gate(data: dict[str, object], problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        ScanPolicy.model_validate(data)
