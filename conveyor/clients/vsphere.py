@@ -263,6 +263,15 @@ class VSphereClient:
     def __repr__(self) -> str:
         return f"VSphereClient({self.system!r}, user={self.username!r})"
 
+    @property
+    def content(self) -> Any:
+        """The ServiceInstance content of the open session (for calls this client lacks)."""
+        if self._content is None:
+            raise AuthenticationFailed(
+                f"{self.system}: not logged in; use the client as a context manager"
+            )
+        return self._content
+
     def login(self) -> None:
         """Open the session; a refused password raises once, never retried."""
         if self._content is not None:
@@ -324,12 +333,9 @@ class VSphereClient:
 
     def inventory(self) -> Inventory:
         """Clusters, hosts, VMs and datastores in one RetrievePropertiesEx (plus its pages)."""
-        if self._content is None:
-            raise AuthenticationFailed(
-                f"{self.system}: not logged in; use the client as a context manager"
-            )
+        content = self.content
         with _translated(self.system, self.username):
-            collector = self._content.propertyCollector
+            collector = content.propertyCollector
             spec = self._filter_spec()
             result = collector.RetrievePropertiesEx(
                 [spec], _PC.RetrieveOptions(maxObjects=self._page_size)

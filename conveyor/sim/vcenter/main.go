@@ -290,6 +290,10 @@ func main() {
 	if !addr.IP.IsLoopback() {
 		log.Fatalf("vcsim: refusing to listen on %s: loopback addresses only", o.listen)
 	}
+	// Catch signals before anything is created, so a stop during start-up still
+	// runs the deferred clean-up of temp files.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
 	started := time.Now()
 	model := simulator.VPX()
 	model.Datacenter, model.Cluster, model.Host, model.ClusterHost = 0, 0, 0, 0
@@ -327,8 +331,6 @@ func main() {
 	check(err, "ready line")
 	fmt.Println(string(line))
 
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
 	<-stop
 }
 
