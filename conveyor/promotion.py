@@ -135,10 +135,8 @@ def promote(
             copier.manifest(manifest)
             result.blobs_mounted, result.blobs_copied = copier.mounted, copier.copied
             result.bytes_copied = copier.bytes
+        # put_manifest checks the registry's digest against a sha256 of the exact bytes.
         dst.put_manifest(dst_repo, tag, manifest.data, manifest.media_type)
-        now = dst.resolve(dst_repo, tag)
-        if now != digest:
-            raise PushFailed(f"{dst_repo}:{tag} names {now} after promotion, expected {digest}")
         log.info("promoted %s:%s -> %s (was %s)", dst_repo, tag, digest, previous)
     if locker is not None:
         locker.lock(dst_repo, digest)

@@ -260,8 +260,9 @@ class RegistryClient:
             content=data,
             headers={"Content-Type": media_type},
         )
-        answered = r.headers.get("Docker-Content-Digest")
-        if answered and answered != digest:
+        # Registries should name the stored digest; when one does not, ask it back.
+        answered = r.headers.get("Docker-Content-Digest") or self.resolve(repo, reference)
+        if answered != digest:
             raise PushFailed(
                 f"{self.system}: stored {repo}:{reference} as {answered}, sent {digest}"
             )
