@@ -229,7 +229,7 @@ def test_rolling_upgrade_keeps_minimum_health_capacity(api: httpx.Client) -> Non
     wait_for("the first version", lambda: deployed(api, "/roll"))
     first = {t["id"] for t in get_app(api, "/roll")["tasks"]}
 
-    stop, seen = threading.Event(), []
+    stop, seen = threading.Event(), list[int]()
     sampler = threading.Thread(target=_sample_capacity, args=(api, stop, seen))
     sampler.start()
     try:

@@ -12,6 +12,11 @@ from conveyor.sim.marathon.server import run, settings_from
 app = typer.Typer(help="Local simulators of the deployment targets.")
 
 
+@app.callback()
+def simulators() -> None:
+    """Keeps ``marathon`` a subcommand, as it is once mounted under ``conveyor sim``."""
+
+
 def _ports(text: str) -> range:
     low, _, high = text.partition("-")
     return range(int(low), int(high or low) + 1)
