@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from conveyor.clients.http import error_for_status, send
 from conveyor.clients.registry_auth import RegistryAuth, TokenSource
+from conveyor.config.registry import RegistryConfig
 from conveyor.errors import (
     AuthenticationFailed,
     NotFound,
@@ -175,6 +176,13 @@ class RegistryClient:
             timeout=timeout,
             headers={"User-Agent": "conveyor"},
         )
+
+    @classmethod
+    def from_config(
+        cls, config: RegistryConfig, password: SecretStr | None = None, **kwargs: Any
+    ) -> RegistryClient:
+        """A client for the pipeline file's registry; ``password`` is the resolved SecretRef."""
+        return cls(config.url, config.username, password, ca_bundle=config.ca_bundle, **kwargs)
 
     def __repr__(self) -> str:
         return f"RegistryClient(url={self.url!r}, username={self.auth.username!r})"
