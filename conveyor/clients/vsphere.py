@@ -79,7 +79,6 @@ _PROPERTIES: dict[type, list[str]] = {
         "guest.toolsRunningStatus",
         "guest.hostName",
         "guest.ipAddress",
-        "guest.net",
         "customValue",
         "config.template",
         "triggeredAlarmState",

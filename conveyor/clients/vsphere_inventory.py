@@ -145,10 +145,9 @@ def _paths(parents: dict[str, tuple[str, str | None]]) -> dict[str, str]:
 
 
 def _ips(props: dict[str, Any]) -> tuple[str, ...]:
-    ips = [props["guest.ipAddress"]] if props.get("guest.ipAddress") else []
-    for nic in props.get("guest.net") or []:
-        ips.extend(ip for ip in (nic.ipAddress or []) if ip not in ips)
-    return tuple(ips)
+    # Only the primary address: guest.net would multiply the bulk read's size for the
+    # rare agent that advertises a secondary IP to Mesos.
+    return (str(props["guest.ipAddress"]),) if props.get("guest.ipAddress") else ()
 
 
 def _host(moid: str, p: dict[str, Any]) -> Host:
