@@ -305,3 +305,26 @@ def test_wrong_registry_password_is_terminal(
     with pytest.raises(AuthenticationFailed) as err:
         driver.deploy(release)
     assert "wrong" not in str(err.value)
+
+
+def test_rerun_after_an_interrupted_cut_over(
+    docker_client: docker.DockerClient, shipped: Shipped, http: httpx.Client
+) -> None:
+    r, env = shipped.releases, "rerun"
+    driver = _driver(docker_client, shipped, http, env, free_port())
+    driver.deploy(r["1.0"])
+    driver.deploy(r["2.0"])
+    # The run died right after turning the running 2.0 into a stopped "previous".
+    current = docker_client.containers.get(driver.status().detail["container"])
+    current.stop(timeout=5)
+    driver._recreate(current, "previous", start=False)
+    state = driver.status()
+    assert state.digest is None and state.previous_digest == r["2.0"].digest
+
+    rerun = driver.deploy(r["1.0"])
+    assert rerun.changed and rerun.state.healthy
+    assert rerun.state.previous_digest == r["2.0"].digest
+    assert _roles(docker_client, shipped.app, env) == [
+        ("current", "1.0", "running"),
+        ("previous", "2.0", "created"),
+    ]

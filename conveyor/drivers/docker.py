@@ -298,7 +298,7 @@ class DockerDriver:
 
     def _cut_over(self, image: str, digest: str, version: str, progress: Progress) -> Container:
         """Replace the current container by ``image``; restore the old one on failure."""
-        old, old_previous = self._one(CURRENT), self._containers(PREVIOUS)
+        old = self._one(CURRENT)
         new_previous = None
         if old is not None:
             progress(f"{self.environment}: stopping {old.name}")
@@ -324,13 +324,23 @@ class DockerDriver:
             raise DeploymentFailed(
                 f"{self.environment}: {version} failed after the cut-over: {exc}; {restored}"
             ) from None
-        # Exactly one previous release is kept: the one this cut-over replaced.
-        stale = self._containers(CURRENT) + (old_previous if new_previous is not None else [])
-        keep_ids = {new.id, new_previous.id if new_previous is not None else None}
-        for container in stale:
-            if container.id not in keep_ids:
-                self._remove(container)
+        self._keep_one_previous(new, new_previous)
         return new
+
+    def _keep_one_previous(self, current: Container, previous: Container | None) -> None:
+        """Remove every other container of the environment but one previous release.
+
+        That is the release this cut-over replaced or, when there was none running
+        (first deploy, rerun after an interrupted one), the newest previous left.
+        """
+        digest = current.labels.get("conveyor.digest")
+        others = [
+            c for c in self._containers(PREVIOUS) if c.labels.get("conveyor.digest") != digest
+        ]
+        keep = {current.id, (previous or (others[0] if others else current)).id}
+        for container in self._containers(CURRENT) + self._containers(PREVIOUS):
+            if container.id not in keep:
+                self._remove(container)
 
     def _restore(self, digest: str, previous: Container | None, progress: Progress) -> None:
         """Put ``previous`` back as current after the release ``digest`` failed."""
