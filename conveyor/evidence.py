@@ -30,6 +30,10 @@ def artifact_type(kind: str) -> str:
     return f"{EVIDENCE_PREFIX}{kind}.v1+json"
 
 
+# Test results of the first environment ("integration") and of later ones ("verification").
+TEST_KINDS = ("integration", "verification")
+
+
 @dataclass(frozen=True)
 class Evidence:
     kind: str
@@ -46,7 +50,7 @@ class Evidence:
     def passed(self) -> bool:
         """Integration results pass with no failures; approvals when approved."""
         p = self.payload
-        if self.kind == "integration":
+        if self.kind in TEST_KINDS:
             return int(p.get("failed", 1)) == 0 and int(p.get("passed", 0)) > 0
         if self.kind == "approval":
             return p.get("decision") == "approve"
@@ -181,7 +185,7 @@ def require_evidence(
     latest: list[Evidence] = []
     for kind in kinds:
         mine = [e for e in records if e.kind == kind]
-        if environment is not None and kind in ("integration", "approval"):
+        if environment is not None and kind in (*TEST_KINDS, "approval"):
             mine = [e for e in mine if e.environment == environment]
         where = f" for {environment}" if environment else ""
         if not mine:
