@@ -8,6 +8,7 @@ from conveyor.release import ReleaseRecord
 from flows.delivery import enter_environment
 from flows.timeline import Timeline
 from tasks.build import build_image
+from tasks.evidence import attach_evidence
 from tasks.pipeline_file import validate_pipeline
 from tasks.push import push_image
 from tasks.record import publish_record
@@ -33,6 +34,7 @@ def ship(
         scan = scan_image(config, built)
     with timeline.stage("push"):
         release = push_image(config, built)
+    attach_evidence(config, release, "scan", "build", {"passed": True, "summary": scan.summary})
     record = ReleaseRecord(release=release, scan_summary=scan.summary)
     try:
         for env in config.environments:
