@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -10,7 +11,13 @@ from pydantic import SecretStr
 from conveyor.clients.vsphere import VSphereClient, make_stub
 from conveyor.config.base import SecretRef
 from conveyor.config.preflight import AgentVmSelector, VSphereConfig
-from conveyor.errors import AuthenticationFailed, ConnectFailed, TLSVerificationFailed, is_transient
+from conveyor.errors import (
+    AuthenticationFailed,
+    ConnectFailed,
+    RequestTimeout,
+    TLSVerificationFailed,
+    is_transient,
+)
 from conveyor.preflight.vsphere import Demand, check_placement, run_preflight
 from conveyor.sim import vcenter
 from tests.parts import free_port, missing
@@ -103,3 +110,16 @@ def test_large_inventory_is_read_in_bulk() -> None:
             placement = check_placement(client, cfg, [a.hostname for a in big.agents])
             assert client.round_trips - before == 1
             assert len(placement.hosts) == 3
+
+
+def test_silent_peer_is_a_transient_timeout() -> None:
+    with socket.socket() as silent:
+        # Listening but never accepting: the TCP handshake completes, TLS never answers.
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"https://127.0.0.1:{silent.getsockname()[1]}/sdk"
+        stub = make_stub(url, thumbprint="ab" * 32, timeout_s=0.5)
+        client = VSphereClient(stub, "user", SecretStr("pw"))
+        with pytest.raises(RequestTimeout) as caught:
+            client.login()
+    assert is_transient(caught.value)
