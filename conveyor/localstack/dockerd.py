@@ -59,8 +59,14 @@ class DockerDaemon:
             )
         pid = process.spawn([binary, *ARGS], self.log_path)
         process.write_pid(self.pid_file, pid)
+
+        def up() -> bool:
+            if not process.alive(pid):
+                raise LocalStackFailed(f"dockerd exited at start{process.log_hint(self.log_path)}")
+            return self.answers()
+
         try:
-            process.wait_until(self.answers, timeout, "dockerd", self.log_path)
+            process.wait_until(up, timeout, "dockerd", self.log_path)
         except BaseException:
             self.stop()
             raise
