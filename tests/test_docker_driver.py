@@ -95,6 +95,9 @@ def _build_and_push(
         rm=True,
         buildargs={"VERSION": version, **buildargs},
         network_mode="none",
+        # Other modules build the same sample app: without a label of our own the build
+        # cache would hand us their image ids, and their clean-up would delete ours.
+        labels={"conveyor.test": app},
     )
     digest = None
     for line in client.images.push(repo, tag=version, auth_config=auth, stream=True, decode=True):
@@ -144,7 +147,7 @@ def shipped(
     finally:
         for c in docker_client.containers.list(all=True, filters={"label": f"conveyor.app={app}"}):
             c.remove(force=True)
-        for image in docker_client.images.list(name=f"{reg.address}/conveyor/{app}"):
+        for image in docker_client.images.list(filters={"label": f"conveyor.test={app}"}):
             docker_client.images.remove(image.id, force=True)
         reg.stop()
 
