@@ -357,7 +357,8 @@ class Engine:
             for _ in range(room):
                 if not self.runner._launch(rec, target):
                     break
-        return not old and len(new) == n and len(ready) == n
+        # Like Marathon, a step ends only once killed tasks are really gone.
+        return not old and len(rec.tasks) == len(ready) == n
 
     # --- views -----------------------------------------------------------------------
 

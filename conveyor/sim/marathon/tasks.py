@@ -70,11 +70,16 @@ class TaskRunner:
         self.by_container: dict[str, Task] = {}
         self._exiting: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="sim-task")
+        self.closing = False
         self.prober = health.Prober()
 
     def close(self) -> None:
+        """Stop probing and wait for in-flight Docker calls, so none creates a container
+        after the final sweep (the daemon finishes a create even if we exit)."""
+        with self.lock:
+            self.closing = True
         self.prober.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     # --- events ------------------------------------------------------------
 
@@ -130,6 +135,8 @@ class TaskRunner:
         with self.lock:
             task.container_id = cid
             self.by_container[cid] = task
+            if self.closing:
+                return
             if task.state == "TASK_KILLING":
                 self._pool.submit(self._stop_container, task)
                 return
@@ -150,7 +157,7 @@ class TaskRunner:
         staging = task.container_id is None
         task.state = "TASK_KILLING"
         self._status(task, "TASK_KILLING")
-        if not staging:
+        if not staging and not self.closing:
             self._pool.submit(self._stop_container, task)
 
     def _stop_container(self, task: Task) -> None:
@@ -166,7 +173,9 @@ class TaskRunner:
         """A container of ours died (docker event or poll): judge it outside the lock."""
         with self.lock:
             task = self.by_container.get(container_id)
-            if task is None or task.state == "TASK_KILLING" or container_id in self._exiting:
+            if self.closing or task is None or task.state == "TASK_KILLING":
+                return
+            if container_id in self._exiting:
                 return
             self._exiting.add(container_id)
         self._pool.submit(self._judge_exit, task, container_id)
