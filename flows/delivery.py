@@ -31,7 +31,9 @@ from tasks.verify import run_checks
 def approval_evidence(record: ReleaseRecord) -> list[str]:
     lines = [f"scan: {record.scan_summary or 'not scanned in this run'}"]
     for v in record.verifications:
-        lines.append(f"tests in {v.environment}: {v.passed} passed, {v.failed} failed ({v.summary})")
+        lines.append(
+            f"tests in {v.environment}: {v.passed} passed, {v.failed} failed ({v.summary})"
+        )
     return lines
 
 
@@ -66,7 +68,9 @@ def enter_environment(
         with timeline.stage(f"approval {env.name}"):
             approval = _approve(env, release, record, auto)
             record.approvals.append(approval)
-            attach_evidence(pipeline, release, "approval", env.name, approval.model_dump(mode="json"))
+            attach_evidence(
+                pipeline, release, "approval", env.name, approval.model_dump(mode="json")
+            )
     with timeline.stage(f"promote {env.tag}"):
         tag_release(pipeline, release, env)
     if not already:
@@ -90,7 +94,9 @@ def _verify_or_roll_back(
         verification = run_checks(pipeline, env, release)
         record.verifications.append(verification)
         if verification.failed:
-            failure = IntegrationTestsFailed if env is pipeline.environments[0] else VerificationFailed
+            failure = (
+                IntegrationTestsFailed if env is pipeline.environments[0] else VerificationFailed
+            )
             raise failure(
                 f"{verification.failed} of {verification.passed + verification.failed} checks "
                 f"failed in {env.name}: {verification.summary}"

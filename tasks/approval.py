@@ -61,7 +61,9 @@ def _ask(description: str, remaining_s: float, attempt: int, env: str) -> Approv
     )
 
 
-def request_approval(env: EnvironmentConfig, release: Release, evidence: list[str]) -> ApprovalRecord:
+def request_approval(
+    env: EnvironmentConfig, release: Release, evidence: list[str]
+) -> ApprovalRecord:
     """Pause until an allowlisted person decides; return the approval or raise ``ApprovalRejected``."""
     if env.approval is None:
         raise ValueError(f"environment {env.name} has no approval gate")
@@ -82,15 +84,25 @@ def request_approval(env: EnvironmentConfig, release: Release, evidence: list[st
         if answer.approver not in env.approval.approvers:
             log.warning(
                 "refused a %s from %r: not on the approvers list of %s (%s); still waiting for a valid answer",
-                answer.decision, answer.approver, env.name, ", ".join(env.approval.approvers),
+                answer.decision,
+                answer.approver,
+                env.name,
+                ", ".join(env.approval.approvers),
             )
             continue
         if answer.decision == "reject":
-            raise ApprovalRejected(f"{answer.approver} rejected {release.version} for {env.name}: {answer.comment or 'no reason given'}")
-        log.info("%s approved %s for %s: %s", answer.approver, release.version, env.name, answer.comment)
+            raise ApprovalRejected(
+                f"{answer.approver} rejected {release.version} for {env.name}: {answer.comment or 'no reason given'}"
+            )
+        log.info(
+            "%s approved %s for %s: %s", answer.approver, release.version, env.name, answer.comment
+        )
         return ApprovalRecord(
-            environment=env.name, decision="approve", approver=answer.approver,
-            comment=answer.comment, flow_run_id=run_id,
+            environment=env.name,
+            decision="approve",
+            approver=answer.approver,
+            comment=answer.comment,
+            flow_run_id=run_id,
         )
     raise ApprovalRejected(f"too many refused answers for {env.name}")
 
@@ -99,10 +111,13 @@ def auto_approve(env: EnvironmentConfig, release: Release) -> ApprovalRecord:
     """Demo only: nobody looked at this release. Said loudly in the log and the record."""
     logger().warning(
         "AUTO-APPROVED %s for %s WITHOUT A PERSON (--auto-approve is for the local demo only)",
-        release.version, env.name,
+        release.version,
+        env.name,
     )
     return ApprovalRecord(
-        environment=env.name, decision="approve", approver=None,
+        environment=env.name,
+        decision="approve",
+        approver=None,
         comment="AUTO-APPROVED for the demo: no person reviewed this release",
         flow_run_id=str(flow_run.get_id() or ""),
     )

@@ -29,7 +29,9 @@ def only_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -
     return False
 
 
-def stage(name: str, retries: int = 3, timeout_s: float | None = None) -> Callable[[Callable[P, R]], Task[P, R]]:
+def stage(
+    name: str, retries: int = 3, timeout_s: float | None = None
+) -> Callable[[Callable[P, R]], Task[P, R]]:
     """Declare a pipeline step.
 
     No result caching: idempotency comes from asking the registry and the cluster what
@@ -64,7 +66,7 @@ def resolve_secret(ref: SecretRef) -> SecretStr:
     from prefect.blocks.system import Secret
 
     try:
-        block = Secret.load(ref.block)
+        block: Secret[str] = Secret.load(str(ref.block), _sync=True)  # type: ignore[assignment]
     except ValueError:
         raise SecretNotFound(f"{ref.describe()} does not exist") from None
     return SecretStr(str(block.get()))

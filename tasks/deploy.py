@@ -17,8 +17,11 @@ def current_state(pipeline: Pipeline, env: EnvironmentConfig) -> DeployedState:
     finally:
         driver.close()
     logger().info(
-        "%s runs %s (%d instances, %s)", env.name, state.version or state.digest or "nothing",
-        len(state.instances), "healthy" if state.healthy else "not healthy",
+        "%s runs %s (%d instances, %s)",
+        env.name,
+        state.version or state.digest or "nothing",
+        len(state.instances),
+        "healthy" if state.healthy else "not healthy",
     )
     return state
 

@@ -23,9 +23,15 @@ def attach_evidence(
         kind = test_kind(pipeline, environment)
     with registry_client(pipeline) as registry:
         digest = evidence.attach_evidence(
-            registry, release.repository, release.digest, kind, {**payload, "environment": environment}
+            registry,
+            release.repository,
+            release.digest,
+            kind,
+            {**payload, "environment": environment},
         )
-    logger().info("attached %s evidence of %s to %s as %s", kind, environment, release.short, digest[:19])
+    logger().info(
+        "attached %s evidence of %s to %s as %s", kind, environment, release.short, digest[:19]
+    )
     return digest
 
 
@@ -38,6 +44,8 @@ def require_proof(pipeline: Pipeline, release: Release, previous: EnvironmentCon
             registry, release.repository, release.digest, kinds=(kind,), environment=previous.name
         )
     logger().info(
-        "%s passed %s: %s", release.short, previous.name,
+        "%s passed %s: %s",
+        release.short,
+        previous.name,
         "; ".join(f"{e.kind} at {e.created:%Y-%m-%d %H:%M}" for e in found),
     )

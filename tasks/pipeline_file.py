@@ -11,7 +11,10 @@ def validate_pipeline(path: str) -> Pipeline:
     pipeline = load_pipeline(path)
     logger().info(
         "pipeline %s: app %s, registry %s/%s, environments %s",
-        path, pipeline.app.name, pipeline.registry.host, pipeline.registry.repository,
+        path,
+        pipeline.app.name,
+        pipeline.registry.host,
+        pipeline.registry.repository,
         " -> ".join(e.name for e in pipeline.environments),
     )
     return pipeline

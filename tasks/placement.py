@@ -29,6 +29,8 @@ def placement_result(
         return CheckResult("placement over ESXi hosts", False, str(exc), time.monotonic() - started)
     spread = ", ".join(f"{p.agent} on {p.host}" for p in result.placements)
     return CheckResult(
-        "placement over ESXi hosts", True, f"{len(result.hosts)} hosts: {spread}",
+        "placement over ESXi hosts",
+        True,
+        f"{len(result.hosts)} hosts: {spread}",
         time.monotonic() - started,
     )

@@ -27,7 +27,9 @@ def demand_of(env: EnvironmentConfig) -> Demand | None:
     over = float((app.get("upgradeStrategy") or {}).get("maximumOverCapacity", 1))
     # A rolling upgrade runs old and new side by side up to the over-capacity.
     extra = max(1, int(instances * over)) if instances else 0
-    return Demand(instances=extra, cpus=float(app.get("cpus", 1)), mem_mb=float(app.get("mem", 128)))
+    return Demand(
+        instances=extra, cpus=float(app.get("cpus", 1)), mem_mb=float(app.get("mem", 128))
+    )
 
 
 def dcos_report(pipeline: Pipeline, env: EnvironmentConfig, release: Release) -> PreflightReport:
@@ -49,17 +51,27 @@ def vsphere_report(env: EnvironmentConfig, cfg: VSphereConfig) -> PreflightRepor
 
 def publish(env: EnvironmentConfig, reports: list[PreflightReport]) -> None:
     rows = [
-        {"source": r.source, "object": c.subject, "check": c.name, "status": c.status, "detail": c.detail}
-        for r in reports for c in r.checks
+        {
+            "source": r.source,
+            "object": c.subject,
+            "check": c.name,
+            "status": c.status,
+            "detail": c.detail,
+        }
+        for r in reports
+        for c in r.checks
     ]
     create_table_artifact(
-        key=f"preflight-{env.name}", table=rows or [{"source": "-", "check": "none configured"}],
+        key=f"preflight-{env.name}",
+        table=rows or [{"source": "-", "check": "none configured"}],
         description=f"pre-flight of {env.name}",
     )
 
 
 @stage("pre-flight", retries=3)
-def preflight(pipeline: Pipeline, env: EnvironmentConfig, release: Release) -> list[PreflightReport]:
+def preflight(
+    pipeline: Pipeline, env: EnvironmentConfig, release: Release
+) -> list[PreflightReport]:
     log = logger()
     reports: list[PreflightReport] = []
     if env.preflight.dcos:

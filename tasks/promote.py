@@ -24,6 +24,12 @@ def tag_release(pipeline: Pipeline, release: Release, env: EnvironmentConfig) ->
                 registry, release.repository, release.digest, tag, policy=policy, locker=locker
             )
             if result.changed:
-                log.info("%s:%s -> %s (was %s)", release.repository, tag, release.short, result.previous or "unset")
+                log.info(
+                    "%s:%s -> %s (was %s)",
+                    release.repository,
+                    tag,
+                    release.short,
+                    result.previous or "unset",
+                )
             else:
                 log.info("%s:%s already at %s", release.repository, tag, release.short)

@@ -17,15 +17,20 @@ OCI = "org.opencontainers.image"
 
 def _release(pipeline: Pipeline, digest: str, version: str, revision: str | None) -> Release:
     return Release(
-        app=pipeline.app.name, registry=pipeline.registry.host,
-        repository=pipeline.registry.repository, digest=digest,
-        version=version, revision=revision,
+        app=pipeline.app.name,
+        registry=pipeline.registry.host,
+        repository=pipeline.registry.repository,
+        digest=digest,
+        version=version,
+        revision=revision,
     )
 
 
 def _local_digests(client: object, image_id: str, repository: str) -> set[str]:
     info = client.api.inspect_image(image_id)  # type: ignore[attr-defined]
-    return {d.split("@", 1)[1] for d in info.get("RepoDigests") or [] if d.startswith(repository + "@")}
+    return {
+        d.split("@", 1)[1] for d in info.get("RepoDigests") or [] if d.startswith(repository + "@")
+    }
 
 
 @stage("push", retries=3)
@@ -48,7 +53,11 @@ def push_image(pipeline: Pipeline, built: BuiltImage) -> Release:
                 "version tags are immutable: commit your change or pass another version"
             )
         digest = DockerEngine(client).push(
-            built.id, ref, built.version, registry_auth(pipeline), log=lambda line: log.info("push | %s", line)
+            built.id,
+            ref,
+            built.version,
+            registry_auth(pipeline),
+            log=lambda line: log.info("push | %s", line),
         )
     finally:
         client.close()
@@ -70,7 +79,9 @@ def find_release(pipeline: Pipeline, digest: str) -> Release:
     """The release a pushed digest is, read back from the image's own labels."""
     with registry_client(pipeline) as registry:
         labels = _labels(registry, pipeline.registry.repository, digest)
-    return _release(pipeline, digest, labels.get(f"{OCI}.version", digest[7:19]), labels.get(f"{OCI}.revision"))
+    return _release(
+        pipeline, digest, labels.get(f"{OCI}.version", digest[7:19]), labels.get(f"{OCI}.revision")
+    )
 
 
 @stage("newest release", retries=3)
@@ -78,5 +89,7 @@ def newest_release(pipeline: Pipeline, env: EnvironmentConfig) -> Release:
     with registry_client(pipeline) as registry:
         digest = registry.resolve(pipeline.registry.repository, env.tag)
     if digest is None:
-        raise NotFound(f"no digest carries the tag {env.tag} in {pipeline.registry.repository} yet: ship one first")
+        raise NotFound(
+            f"no digest carries the tag {env.tag} in {pipeline.registry.repository} yet: ship one first"
+        )
     return find_release.fn(pipeline, digest)

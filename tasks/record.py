@@ -23,22 +23,28 @@ def render_record(record: ReleaseRecord) -> str:
         "",
         "| environment | deployed at | changed |",
         "|---|---|---|",
-        *[f"| {d.environment} | {d.at:%Y-%m-%d %H:%M:%S} UTC | {'yes' if d.changed else 'already there'} |"
-          for d in record.deployments],
+        *[
+            f"| {d.environment} | {d.at:%Y-%m-%d %H:%M:%S} UTC | {'yes' if d.changed else 'already there'} |"
+            for d in record.deployments
+        ],
         "",
         "## Verification",
         "",
         "| environment | at | passed | failed | summary |",
         "|---|---|---|---|---|",
-        *[f"| {v.environment} | {v.at:%Y-%m-%d %H:%M:%S} | {v.passed} | {v.failed} | {v.summary} |"
-          for v in record.verifications],
+        *[
+            f"| {v.environment} | {v.at:%Y-%m-%d %H:%M:%S} | {v.passed} | {v.failed} | {v.summary} |"
+            for v in record.verifications
+        ],
         "",
         "## Approvals",
         "",
         "| environment | decision | approver | comment | at |",
         "|---|---|---|---|---|",
-        *[f"| {a.environment} | {a.decision} | {a.approver or '(nobody)'} | {a.comment} | {a.at:%Y-%m-%d %H:%M:%S} |"
-          for a in record.approvals],
+        *[
+            f"| {a.environment} | {a.decision} | {a.approver or '(nobody)'} | {a.comment} | {a.at:%Y-%m-%d %H:%M:%S} |"
+            for a in record.approvals
+        ],
     ]
     return "\n".join(lines)
 
@@ -49,10 +55,12 @@ def publish_record(
 ) -> None:
     key = f"release-{pipeline.app.name}" + (f"-{key_suffix}" if key_suffix else "")
     create_markdown_artifact(
-        key=key, markdown=render_record(record),
+        key=key,
+        markdown=render_record(record),
         description=f"{record.release.app} {record.release.version} @ {record.release.short}",
     )
     create_table_artifact(
-        key=f"stage-durations-{pipeline.app.name}", table=list(timeline.rows),
+        key=f"stage-durations-{pipeline.app.name}",
+        table=list(timeline.rows),
         description="seconds per stage in this run",
     )

@@ -19,8 +19,12 @@ def _checks(pipeline: Pipeline, env: EnvironmentConfig, urls: list[str]) -> list
     results: list[CheckResult] = []
     with httpx.Client(timeout=10) as http:
         wait_healthy(
-            http, urls, env.health.path, env.health.expect_status,
-            env.health.timeout_s, env.health.interval_s,
+            http,
+            urls,
+            env.health.path,
+            env.health.expect_status,
+            env.health.timeout_s,
+            env.health.interval_s,
         )
         for url in urls:
             for result in run_http_checks(http, url, env.tests.http):
@@ -49,8 +53,15 @@ def run_checks(pipeline: Pipeline, env: EnvironmentConfig, release: Release) -> 
         logger().error("check failed in %s: %s: %s", env.name, r.name, r.detail)
     create_table_artifact(
         key=f"tests-{pipeline.app.name}-{env.name}",
-        table=[{"check": r.name, "result": "passed" if r.passed else "FAILED",
-                "detail": r.detail, "seconds": round(r.duration_s, 2)} for r in results],
+        table=[
+            {
+                "check": r.name,
+                "result": "passed" if r.passed else "FAILED",
+                "detail": r.detail,
+                "seconds": round(r.duration_s, 2),
+            }
+            for r in results
+        ],
         description=f"{env.name}: checks of {release.version} ({release.short})",
     )
     summary = ", ".join(f"{r.name}: {'ok' if r.passed else 'FAILED'}" for r in results)

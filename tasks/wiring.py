@@ -19,7 +19,9 @@ def docker_client(base_url: str | None = None) -> docker.DockerClient:
             return docker.DockerClient(base_url=base_url, timeout=120)
         return docker.from_env(timeout=120)
     except docker.errors.DockerException as exc:
-        raise ConnectFailed(f"docker engine: cannot reach it ({exc}); is dockerd running?") from None
+        raise ConnectFailed(
+            f"docker engine: cannot reach it ({exc}); is dockerd running?"
+        ) from None
 
 
 def registry_password(pipeline: Pipeline) -> SecretStr | None:

@@ -26,7 +26,9 @@ def _paused_runs(client: Any) -> list[Any]:
     )
     from prefect.client.schemas.objects import StateType
 
-    flt = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+    flt = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+    )
     return list(client.read_flow_runs(flow_run_filter=flt, limit=200))
 
 
@@ -47,7 +49,9 @@ def _find_run(client: Any, ref: str) -> Any:
         pass
     matches = [r for r in _paused_runs(client) if r.name == ref or str(r.id).startswith(ref)]
     if len(matches) != 1:
-        err.print(f"[red]no single paused run matches {ref!r}[/] ({len(matches)} found); see `conveyor approvals`")
+        err.print(
+            f"[red]no single paused run matches {ref!r}[/] ({len(matches)} found); see `conveyor approvals`"
+        )
         raise typer.Exit(2)
     return matches[0]
 
@@ -67,8 +71,11 @@ def list_approvals() -> None:
         for run in runs:
             timeout = run.state.state_details.pause_timeout
             table.add_row(
-                str(run.id), run.name, str(run.state.timestamp)[:19],
-                str(timeout)[:19] if timeout else "-", _description(client, run),
+                str(run.id),
+                run.name,
+                str(run.state.timestamp)[:19],
+                str(timeout)[:19] if timeout else "-",
+                _description(client, run),
             )
         console.print(table)
 
@@ -81,7 +88,9 @@ def _resume(ref: str, run_input: dict[str, str]) -> None:
     with get_client(sync_client=True) as client:
         run = _find_run(client, ref)
         if not run.state or not run.state.is_paused():
-            err.print(f"[red]run {run.name} is not paused[/] (state: {run.state.name if run.state else '?'})")
+            err.print(
+                f"[red]run {run.name} is not paused[/] (state: {run.state.name if run.state else '?'})"
+            )
             raise typer.Exit(2)
         old_key = run.state.state_details.pause_key
         try:
@@ -101,7 +110,9 @@ def _report_outcome(client: Any, run: Any, old_key: str | None, approver: str) -
     while time.monotonic() < deadline:
         state = client.read_flow_run(run.id).state
         if state and state.is_paused() and state.state_details.pause_key != old_key:
-            err.print(f"[yellow]refused:[/] {approver} is not on the approvers list; the run still waits")
+            err.print(
+                f"[yellow]refused:[/] {approver} is not on the approvers list; the run still waits"
+            )
             raise typer.Exit(1)
         if state and not state.is_paused():
             break

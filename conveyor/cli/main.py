@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from conveyor.cli import approvals, pipeline_cmds, sim_marathon, sim_vcenter, stack
+from conveyor.cli import approvals, inspect_cmds, pipeline_cmds, sim_marathon, sim_vcenter, stack
 from conveyor.errors import ConfigError, ConveyorError
 
 app = typer.Typer(
@@ -26,12 +24,10 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
-PipelineOpt = Annotated[
-    Path, typer.Option("--pipeline", "-p", help="the pipeline file", envvar="CONVEYOR_PIPELINE")
-]
-
 app.registered_commands += stack.app.registered_commands
-app.command("approvals", help="List paused runs that wait for an approval.")(approvals.list_approvals)
+app.command("approvals", help="List paused runs that wait for an approval.")(
+    approvals.list_approvals
+)
 app.command("approve")(approvals.approve)
 app.command("reject")(approvals.reject)
 sim = typer.Typer(help="Development simulators of the outside systems.", no_args_is_help=True)
@@ -39,6 +35,7 @@ sim.registered_commands += sim_marathon.app.registered_commands
 sim.registered_commands += sim_vcenter.app.registered_commands
 app.add_typer(sim, name="sim")
 pipeline_cmds.register(app)
+inspect_cmds.register(app)
 
 
 def main() -> None:

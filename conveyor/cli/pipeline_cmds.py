@@ -22,7 +22,9 @@ def ship(
     auto_approve: Annotated[
         bool, typer.Option(help="DEMO ONLY: approve every gate without a person")
     ] = False,
-    version: Annotated[str | None, typer.Option(help="override the version derived from git")] = None,
+    version: Annotated[
+        str | None, typer.Option(help="override the version derived from git")
+    ] = None,
 ) -> None:
     """Build, scan, push and take the app through every environment."""
     from flows.ship import ship as ship_flow
@@ -38,23 +40,31 @@ def ship(
 
 def nightly(
     pipeline: PipelineOpt = DEFAULT_PIPELINE,
-    build: Annotated[bool, typer.Option(help="build from source, or take the newest integration-ready digest")] = True,
+    build: Annotated[
+        bool, typer.Option(help="build from source, or take the newest integration-ready digest")
+    ] = True,
 ) -> None:
     """The nightly integration run, now: integration and its tests, never production."""
     from flows.nightly import nightly_integration
 
-    console.print(f"[green]integration passed[/] {nightly_integration(pipeline=str(pipeline), build=build)}")
+    console.print(
+        f"[green]integration passed[/] {nightly_integration(pipeline=str(pipeline), build=build)}"
+    )
 
 
 def promote(
     digest: Annotated[str, typer.Argument(help="sha256:... of a pushed and tested release")],
     pipeline: PipelineOpt = DEFAULT_PIPELINE,
-    environment: Annotated[str, typer.Option("--to", help="the environment to promote into")] = "production",
+    environment: Annotated[
+        str, typer.Option("--to", help="the environment to promote into")
+    ] = "production",
 ) -> None:
     """Approval, promotion and deploy of a given digest (the run pauses for approval)."""
     from flows.promote import promote as promote_flow
 
-    console.print(f"[green]promoted[/] {promote_flow(digest=digest, pipeline=str(pipeline), environment=environment)}")
+    console.print(
+        f"[green]promoted[/] {promote_flow(digest=digest, pipeline=str(pipeline), environment=environment)}"
+    )
 
 
 def rollback(

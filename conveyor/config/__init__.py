@@ -147,7 +147,9 @@ def _file_problems(p: Pipeline) -> list[str]:
 
 def parse_pipeline(data: Any, source: str, base: Path) -> Pipeline:
     if not isinstance(data, dict):
-        raise ConfigError(source, ["(top level): expected a mapping with app, registry, environments"])
+        raise ConfigError(
+            source, ["(top level): expected a mapping with app, registry, environments"]
+        )
     _resolve_paths(data, base)
     try:
         pipeline = Pipeline.model_validate(data)

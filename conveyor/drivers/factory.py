@@ -26,20 +26,33 @@ class _OwningDockerDriver(DockerDriver):
 
 
 def _docker_driver(
-    pipeline: Pipeline, env: EnvironmentConfig, cfg: DockerDriverConfig,
+    pipeline: Pipeline,
+    env: EnvironmentConfig,
+    cfg: DockerDriverConfig,
     registry_auth: tuple[str, SecretStr] | None,
 ) -> DeployDriver:
     try:
-        client = docker.DockerClient(base_url=cfg.docker_host, timeout=120) if cfg.docker_host \
+        client = (
+            docker.DockerClient(base_url=cfg.docker_host, timeout=120)
+            if cfg.docker_host
             else docker.from_env(timeout=120)
+        )
     except docker.errors.DockerException as exc:
-        raise ConnectFailed(f"docker engine: cannot reach it ({exc}); is dockerd running?") from None
+        raise ConnectFailed(
+            f"docker engine: cannot reach it ({exc}); is dockerd running?"
+        ) from None
     auth = None
     if registry_auth is not None:
         auth = {"username": registry_auth[0], "password": registry_auth[1].get_secret_value()}
     return _OwningDockerDriver(
-        env.name, cfg, client, pipeline.app.name, pipeline.app.port_env, env.health,
-        httpx.Client(timeout=10), registry_auth=auth,
+        env.name,
+        cfg,
+        client,
+        pipeline.app.name,
+        pipeline.app.port_env,
+        env.health,
+        httpx.Client(timeout=10),
+        registry_auth=auth,
     )
 
 

@@ -1,0 +1,146 @@
+"""`conveyor preflight | plan | gc`: look at an environment or the registry without a flow run."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from conveyor.cli.pipeline_cmds import DEFAULT_PIPELINE, PipelineOpt
+from conveyor.config import Pipeline, load_pipeline
+from conveyor.preflight import PreflightReport
+from conveyor.release import Release
+
+console = Console()
+err = Console(stderr=True)
+STYLE = {"ok": "green", "warn": "yellow", "fail": "red"}
+
+
+def _report_table(reports: list[PreflightReport]) -> Table:
+    table = Table(title="pre-flight")
+    for col in ("source", "object", "check", "status", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in reports:
+        for c in r.checks:
+            table.add_row(
+                r.source, c.subject, c.name, f"[{STYLE[c.status]}]{c.status}[/]", c.detail
+            )
+    return table
+
+
+def _release_for(pipeline: Pipeline, environment: str, digest: str | None) -> Release:
+    """The release a deploy of ``environment`` would take: ``digest``, or what the
+    environment before it passed (its tag), or for the first, the first's own tag."""
+    from tasks.push import find_release
+    from tasks.wiring import registry_client
+
+    if digest is None:
+        env = pipeline.environment(environment)
+        index = pipeline.environments.index(env)
+        source = pipeline.environments[max(index - 1, 0)]
+        with registry_client(pipeline) as registry:
+            digest = registry.resolve(pipeline.registry.repository, source.tag)
+        if digest is None:
+            err.print(f"[red]no digest carries {source.tag} yet; pass --digest[/]")
+            raise typer.Exit(2)
+    return find_release.fn(pipeline, digest)
+
+
+def preflight(
+    environment: Annotated[str, typer.Argument(help="the environment to check")],
+    pipeline: PipelineOpt = DEFAULT_PIPELINE,
+    digest: Annotated[str | None, typer.Option(help="the release to check room for")] = None,
+) -> None:
+    """Run an environment's pre-flight checks now and show every result."""
+    from tasks.preflight import dcos_report, vsphere_report
+
+    config = load_pipeline(pipeline)
+    env = config.environment(environment)
+    reports = []
+    with console.status(f"asking the {environment} cluster"):
+        if env.preflight.dcos:
+            reports.append(dcos_report(config, env, _release_for(config, environment, digest)))
+        if env.preflight.vsphere is not None:
+            reports.append(vsphere_report(env, env.preflight.vsphere))
+    if not reports:
+        console.print(f"{environment} has no pre-flight checks configured")
+        return
+    console.print(_report_table(reports))
+    failed = sum(len(r.failures) for r in reports)
+    if failed:
+        err.print(f"[red]{failed} checks failed[/]")
+        raise typer.Exit(1)
+
+
+def plan(
+    environment: Annotated[str, typer.Argument(help="the environment to plan a deploy for")],
+    pipeline: PipelineOpt = DEFAULT_PIPELINE,
+    digest: Annotated[
+        str | None, typer.Option(help="sha256:...; default: what the stage before passed")
+    ] = None,
+) -> None:
+    """Show what a deploy would change in an environment; changes nothing."""
+    from tasks.wiring import driver_for
+
+    config = load_pipeline(pipeline)
+    env = config.environment(environment)
+    release = _release_for(config, environment, digest)
+    driver = driver_for(config, env)
+    try:
+        console.print(driver.plan(release), highlight=False, markup=False)
+    finally:
+        driver.close()
+
+
+def _protected(config: Pipeline) -> set[str]:
+    """What runs anywhere, and what each environment would roll back to."""
+    from tasks.wiring import driver_for
+
+    keep: set[str] = set()
+    for env in config.environments:
+        driver = driver_for(config, env)
+        try:
+            state = driver.status()
+        finally:
+            driver.close()
+        keep |= {d for d in (state.digest, state.previous_digest) if d}
+    return keep
+
+
+def gc(
+    pipeline: PipelineOpt = DEFAULT_PIPELINE,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="show what would go; delete nothing")
+    ] = False,
+) -> None:
+    """Delete old releases beyond the newest N; never one an environment runs or needs."""
+    from conveyor.gc import apply_gc, plan_gc
+    from conveyor.promotion import TagPolicy
+    from tasks.wiring import registry_client
+
+    config = load_pipeline(pipeline)
+    protected = _protected(config)
+    with registry_client(config) as registry:
+        todo = plan_gc(
+            registry,
+            config.registry.repository,
+            keep=config.registry.keep_integration_ready,
+            protected=protected,
+            policy=TagPolicy.from_config(config.registry),
+        )
+        for line in todo.lines():
+            console.print(line, highlight=False)
+        if dry_run or not todo.delete:
+            return
+        deleted = apply_gc(registry, todo)
+    console.print(f"deleted {len(deleted)} releases")
+
+
+def register(app: typer.Typer) -> None:
+    for command in (preflight, plan, gc):
+        app.command()(command)
+
+
+__all__ = ["register"]
