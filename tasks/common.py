@@ -66,7 +66,7 @@ def resolve_secret(ref: SecretRef) -> SecretStr:
     from prefect.blocks.system import Secret
 
     try:
-        block: Secret[str] = Secret.load(str(ref.block), _sync=True)  # type: ignore[assignment]
+        block: Secret[str] = Secret.load(str(ref.block), _sync=True)  # type: ignore[assignment, call-arg]
     except ValueError:
         raise SecretNotFound(f"{ref.describe()} does not exist") from None
     return SecretStr(str(block.get()))

@@ -297,34 +297,35 @@ class DockerDriver:
         progress(f"{self.environment}: candidate {release.short} is healthy")
 
     def _cut_over(self, image: str, digest: str, version: str, progress: Progress) -> Container:
-        """Replace the current container by ``image``; restore the old one on failure."""
+        """Replace the current container by ``image``; restart the old one on failure.
+
+        The new container is created before the old one stops and the old one becomes
+        ``previous`` only once the new one is healthy: the gap is a stop and a start.
+        """
         old = self._one(CURRENT)
-        new_previous = None
-        if old is not None:
-            progress(f"{self.environment}: stopping {old.name}")
-            self._stop(old)
-            # Only a different, verifiable release is worth keeping for a rollback.
-            old_digest = self._verified_digest(old)[0]
-            keep = old_digest is not None and old_digest != digest
-            new_previous = self._recreate(old, PREVIOUS, start=False) if keep else None
-            if not keep:
-                self._remove(old)
+        # Only a different, verifiable release is worth keeping for a rollback.
+        old_digest = self._verified_digest(old)[0] if old is not None else None
+        keep = old if old is not None and old_digest not in (None, digest) else None
+        if old is not None and keep is None:
+            self._remove(old)
+        new = self._create(image, digest, version, CURRENT, self.config.port, start=False)
         try:
+            if keep is not None:
+                progress(f"{self.environment}: stopping {keep.name}")
+                self._stop(keep)
             self._require_free(self.config.port, "release")
             progress(f"{self.environment}: starting {version} on port {self.config.port}")
-            new = self._create(image, digest, version, CURRENT, self.config.port, True)
+            with _docker_errors(f"{self.environment}: start {new.name}"):
+                new.start()
             self._wait(new, self.config.port)
         except ConveyorError as exc:
-            self._restore(digest, new_previous, progress)
-            restored = (
-                f"restored {new_previous.labels.get('conveyor.version')}"
-                if new_previous is not None
-                else "there was nothing to restore"
-            )
+            self._remove(new)
+            restored = self._restore(keep, progress)
             raise DeploymentFailed(
                 f"{self.environment}: {version} failed after the cut-over: {exc}; {restored}"
             ) from None
-        self._keep_one_previous(new, new_previous)
+        previous = self._recreate(keep, PREVIOUS, start=False) if keep is not None else None
+        self._keep_one_previous(new, previous)
         return new
 
     def _keep_one_previous(self, current: Container, previous: Container | None) -> None:
@@ -342,22 +343,22 @@ class DockerDriver:
             if container.id not in keep:
                 self._remove(container)
 
-    def _restore(self, digest: str, previous: Container | None, progress: Progress) -> None:
-        """Put ``previous`` back as current after the release ``digest`` failed."""
-        for failed in self._containers(CURRENT):
-            if failed.labels.get("conveyor.digest") == digest:
-                self._remove(failed)
-        if previous is None:
-            return
-        progress(f"{self.environment}: restoring {previous.labels.get('conveyor.version')}")
-        restored = self._recreate(previous, CURRENT, start=True)
+    def _restore(self, old: Container | None, progress: Progress) -> str:
+        """Start ``old`` again after its successor failed; say what was restored."""
+        if old is None:
+            return "there was nothing to restore"
+        version = old.labels.get("conveyor.version")
+        progress(f"{self.environment}: restoring {version}")
+        with _docker_errors(f"{self.environment}: restart {old.name}"):
+            old.start()
         try:
-            self._wait(restored, self.config.port)
+            self._wait(old, self.config.port)
         except HealthCheckFailed as exc:
             raise DeploymentFailed(
-                f"{self.environment}: the new release failed and restoring the old one "
+                f"{self.environment}: the new release failed and restoring {version} "
                 f"failed too: {exc}"
             ) from None
+        return f"restored {version}"
 
     def _outcome(self, changed: bool, message: str, progress: Progress) -> DeployOutcome:
         progress(message)

@@ -109,6 +109,9 @@ class MarathonDriver:
         app = self.client.find_app(self.app_id, TASK_EMBED)
         if app is None:
             return DeployedState(environment=self.environment, digest=None, version=None)
+        return self._state(app, digest_of(self._previous(app) or {}))
+
+    def _state(self, app: dict[str, Any], previous_digest: str | None) -> DeployedState:
         checked = bool(app.get("healthChecks"))
         tasks = [t for t in app.get("tasks") or [] if isinstance(t, dict)]
         return DeployedState(
@@ -116,7 +119,7 @@ class MarathonDriver:
             digest=digest_of(app),
             version=(app.get("labels") or {}).get("conveyor.version"),
             instances=tuple(instance_of(t, checked) for t in tasks),
-            previous_digest=digest_of(self._previous(app) or {}),
+            previous_digest=previous_digest,
             detail={
                 "app_id": self.app_id,
                 "image": image_of(app) or "",
@@ -164,9 +167,15 @@ class MarathonDriver:
         result = self._put(desired, progress)
         deployment = str(result["deploymentId"])
         deadline = self._clock() + self.config.deploy_timeout_s
-        if not self._wait_until(self._rolled_out({deployment}), deadline, progress):
+        seen: list[dict[str, Any]] = []
+        if not self._wait_until(self._rolled_out({deployment}, seen=seen), deadline, progress):
             self._fail(release, {deployment}, previous, progress)
-        state = self.status()
+        # The app read that proved the rollout is the state: no second round of reads
+        # delays the flow's next task.
+        before = digest_of(current) if current else None
+        if before == release.digest and current is not None:
+            before = digest_of(self._previous(current) or {})
+        state = self._state(seen[-1], before)
         return DeployOutcome(
             state, True, f"{self.app_id} runs {release.version} ({release.short}) healthy"
         )
@@ -282,7 +291,9 @@ class MarathonDriver:
 
         return check
 
-    def _rolled_out(self, ids: set[str], require_new: bool = True) -> Check:
+    def _rolled_out(
+        self, ids: set[str], require_new: bool = True, seen: list[dict[str, Any]] | None = None
+    ) -> Check:
         def check() -> tuple[bool, str]:
             left = [d for d in self.client.deployments() if str(d.get("id")) in ids]
             if left:
@@ -294,6 +305,8 @@ class MarathonDriver:
             app = self.client.find_app(self.app_id, TASK_EMBED)
             if app is None:
                 return False, f"{self.app_id} not found"
+            if seen is not None:
+                seen.append(app)
             rollout = assess(app, require_new)
             return rollout.done, rollout.summary
 
@@ -321,15 +334,14 @@ class MarathonDriver:
                     return True
                 if remaining <= 0:
                     return False
-                if watch is not None and watch.attached.is_set():
-                    watch.wait(min(self.config.poll_max_interval_s, remaining))
-                    continue
                 pause = min(interval, remaining)
                 interval = min(interval * POLL_GROWTH, self.config.poll_max_interval_s)
-                if watch is not None:
-                    watch.wait(pause)
-                else:
+                if watch is None:
                     self._sleep(pause)
+                elif watch.wait(pause):
+                    # Marathon may publish an event a moment before its REST state shows it:
+                    # look again soon after each event, then back off.
+                    interval = POLL_FIRST_S
 
     def _fail(
         self, release: Release, ids: set[str], previous: dict[str, Any] | None, progress: Progress

@@ -38,6 +38,8 @@ ATOMIC_FIELDS = frozenset({"labels", "env", "constraints", "args", "cmd", "secre
 # A 0 here asks Marathon to pick the port; the picked one is not a change.
 DYNAMIC_PORT_KEYS = frozenset({"port", "servicePort", "hostPort"})
 
+LEAVING = frozenset({"TASK_KILLING", "TASK_KILLED", "TASK_FINISHED", "TASK_FAILED", "TASK_GONE"})
+
 LABEL_DIGEST = "conveyor.digest"
 LABEL_VERSION = "conveyor.version"
 LABEL_REVISION = "conveyor.revision"
@@ -178,11 +180,12 @@ def assess(app: dict[str, Any], require_new: bool = True) -> Rollout:
     if failure.get("message") and failure.get("version", target) >= target:
         task = f"task {failure.get('taskId')} {failure.get('state')}"
         problems.append(f"last task failure: {task}: {failure['message']}")
-    old = len(tasks) - len(new)
+    # Tasks Marathon is already killing are on their way out, not instances that serve.
+    old = len([t for t in tasks if t not in new and t.get("state") not in LEAVING])
     summary = f"{len(healthy)}/{wanted} instances healthy" + (
         " on the new version" if require_new else ""
     )
     if old:
         summary += f", {old} old still running"
-    done = len(healthy) == wanted and len(tasks) == wanted
+    done = len(healthy) >= wanted and not old
     return Rollout(done=done, summary=summary, problems=tuple(problems))
