@@ -17,6 +17,8 @@ Where things really are
     Tasks report ``host`` = the simulated agent (``<name>-agent-<i>.example``) and
     ``ports`` = host ports from ``--ports``; every container uses host networking, so the
     reachable address is always 127.0.0.1 (also given as the task's ``ipAddresses``).
+    Tasks get PORT0..n, PORT, PORTS, PORT_<NAME>, HOST (the agent hostname, as on Mesos:
+    bind to 127.0.0.1, not to $HOST), MARATHON_APP_ID, MARATHON_APP_VERSION, MESOS_TASK_ID.
 
 Marathon behaviour followed (RAML in /work/shared/reference/marathon-api)
     PUT /v2/apps/{id}: 201 created / 200 updated, ``{"deploymentId","version"}`` and header
