@@ -1,0 +1,155 @@
+"""How soon the Marathon driver notices a finished rollout: event stream vs polling.
+
+Measured per deploy: from the moment the simulator marked the last new instance
+healthy (its ``firstSuccess`` timestamp) to the moment ``deploy`` returned, i.e. when
+the flow's next task would start. Both modes run side by side, interleaved, against one
+simulator with real containers. Run from the repository root:
+
+    python -m bench.marathon_events [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import docker
+import httpx
+
+from conveyor.config.drivers import MarathonDriverConfig
+from conveyor.drivers.marathon import MarathonDriver
+from conveyor.localstack.registry import RegistryServer
+from conveyor.release import Release
+from tests.marathon_support import Sim, build_and_push, fast_template, run_sim
+from tests.parts import free_port
+
+
+def _parse(ts: str) -> float:
+    return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def last_healthy_at(sim: Sim, app_id: str) -> float:
+    """When the simulator marked the newest version's last instance healthy (wall clock)."""
+    app = sim.state()["apps"][app_id]
+    tasks = [t for t in app["tasks"] if t.get("version") == app["version"]]
+    marks = [
+        h["firstSuccess"]
+        for t in tasks
+        for h in t.get("healthCheckResults") or []
+        if h.get("firstSuccess")
+    ]
+    if len(marks) < len(tasks) or not marks:
+        raise RuntimeError(f"{app_id}: not every new task has passed a health check")
+    return max(_parse(m) for m in marks)
+
+
+class DeploymentLog:
+    """The simulator's own ``deployment_success`` times, read from its event stream."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.done: list[tuple[float, str]] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        headers = {"Accept": "text/event-stream"}
+        with httpx.stream("GET", self.url + "/v2/events", headers=headers, timeout=None) as r:
+            for line in r.iter_lines():
+                if line.startswith("data:") and '"deployment_success"' in line:
+                    data = json.loads(line[5:])
+                    self.done.append((_parse(data["timestamp"]), json.dumps(data)))
+
+    def finished_at(self, app_id: str) -> float:
+        for _ in range(50):
+            found = [ts for ts, text in self.done if f'"{app_id}"' in text]
+            if found:
+                return found[-1]
+            time.sleep(0.05)
+        raise RuntimeError(f"no deployment_success event for {app_id}")
+
+
+def one_deploy(
+    driver: MarathonDriver, sim: Sim, log: DeploymentLog, release: Release
+) -> tuple[float, float]:
+    """(last instance healthy -> returned, deployment finished in the sim -> returned)."""
+    outcome = driver.deploy(release)
+    returned = time.time()
+    if not outcome.changed:
+        raise RuntimeError("the bench needs a real rollout each round")
+    return returned - last_healthy_at(sim, driver.app_id), returned - log.finished_at(driver.app_id)
+
+
+def make_driver(sim: Sim, template: Path, events: bool) -> MarathonDriver:
+    config = MarathonDriverConfig(
+        kind="marathon",
+        url=sim.url,
+        app_id=f"/bench-{'events' if events else 'poll'}-{secrets.token_hex(2)}",
+        app_template=template,
+        deploy_timeout_s=120,
+        event_stream=events,
+    )
+    return MarathonDriver("bench", config)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    # One new instance at a time: a longer rollout, as real ones are, lets polling back off.
+    parser.add_argument("--instances", type=int, default=4)
+    args = parser.parse_args()
+    rounds, instances = args.rounds, args.instances
+    client = docker.from_env(timeout=120)
+    with tempfile.TemporaryDirectory() as tmp:
+        reg = RegistryServer(Path(tmp) / "registry", port=free_port()).start(timeout=60)
+        app = "b" + secrets.token_hex(3)
+        try:
+            images = [build_and_push(client, reg, app, v) for v in ("1.0", "2.0")]
+            with run_sim(client) as sim:
+                strategy = {"minimumHealthCapacity": 1, "maximumOverCapacity": 1 / instances}
+                template = fast_template(Path(tmp), instances=instances, upgradeStrategy=strategy)
+                drivers = {
+                    mode: make_driver(sim, template, mode == "events") for mode in (True, False)
+                }
+                log = DeploymentLog(sim.url)
+                seen: dict[bool, list[float]] = {True: [], False: []}
+                after_sim: dict[bool, list[float]] = {True: [], False: []}
+                for i in range(rounds + 1):
+                    for mode, driver in drivers.items():
+                        latency, reaction = one_deploy(driver, sim, log, images[i % 2])
+                        if i > 0:  # the first round creates the apps: not an upgrade
+                            seen[mode].append(latency)
+                            after_sim[mode].append(reaction)
+                for driver in drivers.values():
+                    driver.close()
+        finally:
+            for image in client.images.list(name=f"{reg.address}/conveyor/{app}"):
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(image.id, force=True)
+            reg.stop()
+    ev, poll = statistics.median(seen[True]), statistics.median(seen[False])
+    print(f"rounds per mode: {rounds} (rolling upgrades of {instances} instances, real containers)")
+    print(f"event stream: median {ev:.3f} s  (all: {', '.join(f'{x:.3f}' for x in seen[True])})")
+    print(f"polling     : median {poll:.3f} s  (all: {', '.join(f'{x:.3f}' for x in seen[False])})")
+    print(
+        "after the simulator finished the deployment: "
+        f"events median {statistics.median(after_sim[True]):.3f} s, "
+        f"polling median {statistics.median(after_sim[False]):.3f} s"
+    )
+    print(
+        f"polling / events: {poll / ev:.1f}x; target with events <= 0.5 s: "
+        f"{'met' if ev <= 0.5 else 'NOT met'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
