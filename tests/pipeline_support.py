@@ -1,0 +1,404 @@
+"""Helpers of the end-to-end pipeline tests: a real Prefect server, a real registry,
+the sample app in a git repository of its own, and flows run as subprocesses.
+
+The flows run in child processes, as a person runs them, so a test can answer their
+approval gates through the Prefect API (the UI's own calls) and kill them mid-run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import httpx
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from conveyor.localstack.prefect_server import PrefectServer
+from conveyor.localstack.registry import RegistryServer
+from tests.parts import free_port, missing, require_binary
+
+REPO = Path(__file__).resolve().parent.parent
+HELLO = REPO / "examples" / "hello"
+USER = "conveyor"
+PASSWORD_ENV = "CONVEYOR_E2E_REGISTRY_PASSWORD"
+APPROVERS = ["alice", "bob"]
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.25) -> T:
+    """Poll ``probe`` until it returns something; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}", pytrace=False)
+        time.sleep(interval)
+
+
+# --- the Prefect API, as the UI calls it ------------------------------------------
+
+
+class PrefectApi:
+    def __init__(self, api_url: str) -> None:
+        self.http = httpx.Client(base_url=api_url, timeout=30)
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        response = self.http.post(path, json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def runs_of(self, pipeline: Path, flow: str = "ship") -> list[dict[str, Any]]:
+        """Flow runs of ``flow`` started with this pipeline file, oldest first."""
+        runs = self._post(
+            "/flow_runs/filter",
+            {"flows": {"name": {"any_": [flow]}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 50},
+        )
+        return [r for r in runs if r["parameters"].get("pipeline") == str(pipeline)]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/flow_runs/{run_id}")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def state(self, run_id: str) -> dict[str, Any]:
+        return dict(self.run(run_id)["state"])
+
+    def state_types(self, run_id: str) -> list[str]:
+        response = self.http.get("/flow_run_states/", params={"flow_run_id": run_id})
+        response.raise_for_status()
+        return [s["type"] for s in sorted(response.json(), key=lambda s: s["timestamp"])]
+
+    def wait_run(self, pipeline: Path, flow: str = "ship", timeout: float = 60) -> str:
+        """The id of the newest run of ``flow`` with ``pipeline``."""
+        return str(
+            wait_for(
+                f"a {flow} run of {pipeline.name}",
+                lambda: (self.runs_of(pipeline, flow) or [{}])[-1].get("id"),
+                timeout,
+            )
+        )
+
+    def wait_state(self, run_id: str, types: tuple[str, ...], timeout: float) -> dict[str, Any]:
+        return wait_for(
+            f"run {run_id} to reach {'/'.join(types)}",
+            lambda: (s if (s := self.state(run_id))["type"] in types else None),
+            timeout,
+        )
+
+    def resume(self, run_id: str, decision: str, approver: str, comment: str = "") -> dict[str, Any]:
+        """What the UI's Resume form sends for a pause that waits for input."""
+        run_input = {"decision": decision, "approver": approver, "comment": comment}
+        return dict(self._post(f"/flow_runs/{run_id}/resume", {"run_input": run_input}))
+
+    def logs(self, run_id: str) -> list[str]:
+        """Every log line of the run and its task runs, paged."""
+        lines: list[str] = []
+        for offset in range(0, 20_000, 200):
+            page = self._post(
+                "/logs/filter",
+                {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200, "offset": offset},
+            )
+            lines += [entry["message"] for entry in page]
+            if len(page) < 200:
+                break
+        return lines
+
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        return list(
+            self._post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+        )
+
+    def task_runs(self, run_id: str) -> list[dict[str, Any]]:
+        return list(
+            self._post(
+                "/task_runs/filter",
+                {"flow_runs": {"id": {"any_": [run_id]}}, "sort": "EXPECTED_START_TIME_ASC"},
+            )
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+
+# --- the stack ----------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    root: Path
+    prefect: PrefectServer
+    registry: RegistryServer
+    password: SecretStr
+    api: PrefectApi
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a flow subprocess: our server, our password, a home of its own."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(
+            PREFECT_API_URL=self.prefect.api_url,
+            PREFECT_HOME=str(self.root / "client-home"),
+            PREFECT_LOGGING_LEVEL="INFO",
+            PREFECT_SERVER_ALLOW_EPHEMERAL_MODE="false",
+            COLUMNS="200",
+            **{PASSWORD_ENV: self.password.get_secret_value()},
+        )
+        env.update(extra)
+        return env
+
+
+_shared: dict[str, Stack] = {}
+
+
+def start_stack(root: Path) -> Stack:
+    require_binary("docker-registry", "apt-get install docker-registry")
+    require_binary("htpasswd", "apt-get install apache2-utils")
+    require_binary("trivy", "install trivy (see README)")
+    if not Path("/usr/bin/busybox").is_file():
+        missing("busybox-static", "apt-get install busybox-static")
+    password = SecretStr(secrets.token_urlsafe(18))
+    registry = RegistryServer(root / "registry", port=free_port(), htpasswd=(USER, password))
+    registry.start(timeout=60)
+    prefect = PrefectServer(root / "prefect", port=free_port())
+    try:
+        prefect.start(timeout=240)
+    except BaseException:
+        registry.stop()
+        raise
+    return Stack(root, prefect, registry, password, PrefectApi(prefect.api_url))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient) -> Iterator[Stack]:
+    """One Prefect server and one registry for every pipeline test module.
+
+    Each module that imports this fixture gets its own fixture definition; the first
+    starts the stack and the others share it, since a Prefect server takes long to start.
+    """
+    if "stack" in _shared:
+        yield _shared["stack"]
+        return
+    started = start_stack(tmp_path_factory.mktemp("e2e"))
+    _shared["stack"] = started
+    try:
+        yield started
+    finally:
+        _shared.clear()
+        started.api.close()
+        started.prefect.stop()
+        started.registry.stop()
+
+
+# --- the sample app -------------------------------------------------------------
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@localhost", *args],
+        cwd=repo, capture_output=True, text=True, timeout=30, check=True,
+    )
+    return done.stdout.strip()
+
+
+@dataclass
+class App:
+    """The sample app under a unique name, in a git repository of its own."""
+
+    name: str
+    source: Path
+    stack: Stack
+    docker: docker.DockerClient
+    versions: list[str] = field(default_factory=list)
+
+    def commit(self, page: str) -> str:
+        """A new commit (so a new version and a new digest); returns the version."""
+        (self.source / "www" / "index.html").write_text(f"<p>{page}</p>\n")
+        _git(self.source, "add", "-A")
+        _git(self.source, "commit", "-q", "-m", page)
+        version = _git(self.source, "describe", "--tags", "--always")
+        self.versions.append(version)
+        return version
+
+    @property
+    def repository(self) -> str:
+        return f"conveyor/{self.name}"
+
+    def containers(self, environment: str, role: str = "current") -> list[Any]:
+        labels = [
+            "conveyor.managed=1", f"conveyor.app={self.name}",
+            f"conveyor.environment={environment}", f"conveyor.role={role}",
+        ]
+        return list(self.docker.containers.list(all=True, filters={"label": labels}))
+
+    def current(self, environment: str) -> Any:
+        found = self.containers(environment)
+        assert len(found) == 1, f"{environment}: expected one current container, found {found}"
+        return found[0]
+
+    def image_digests(self, container: Any) -> set[str]:
+        repo_digests = self.docker.images.get(container.attrs["Image"]).attrs.get("RepoDigests", [])
+        return {d.split("@", 1)[1] for d in repo_digests}
+
+    def local_tags(self) -> list[str]:
+        prefix = f"{self.stack.registry.address}/{self.repository}:"
+        return [t for image in self.docker.images.list() for t in image.tags if t.startswith(prefix)]
+
+    def clean(self) -> None:
+        for container in self.docker.containers.list(
+            all=True, filters={"label": f"conveyor.app={self.name}"}
+        ):
+            container.remove(force=True)
+        for tag in self.local_tags():
+            with contextlib.suppress(docker.errors.NotFound):
+                self.docker.images.remove(tag, force=True)
+
+
+def new_app(stack: Stack, docker_client: docker.DockerClient, root: Path) -> App:
+    """A fresh copy of examples/hello with one commit, under a unique app name."""
+    name = f"hello-{secrets.token_hex(3)}"
+    source = root / name
+    # symlinks=True keeps busybox a link, as in the repository; the build dereferences it.
+    shutil.copytree(HELLO, source, symlinks=True)
+    _git(source, "init", "-q")
+    made = App(name, source, stack, docker_client)
+    made.commit("v1")
+    return made
+
+
+@pytest.fixture
+def app(stack: Stack, docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[App]:
+    made = new_app(stack, docker_client, tmp_path)
+    try:
+        yield made
+    finally:
+        made.clean()
+
+
+# --- pipeline files and flow runs ---------------------------------------------------
+
+
+def check(name: str, path: str, body: str | None = None) -> dict[str, Any]:
+    found: dict[str, Any] = {"name": name, "path": path}
+    if body is not None:
+        found["expect_body_contains"] = body
+    return found
+
+
+def environment(
+    name: str, tag: str, tests: list[dict[str, Any]], approval_timeout: str | None = None
+) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "name": name,
+        "tag": tag,
+        "driver": {"kind": "docker", "port": free_port(), "candidate_port": free_port()},
+        "health": {"path": "/health", "timeout_s": 30, "interval_s": 0.2},
+        "tests": {"http": tests},
+    }
+    if approval_timeout is not None:
+        env["approval"] = {"approvers": APPROVERS, "timeout": approval_timeout}
+    return env
+
+
+def pipeline_data(
+    app: App,
+    integration: list[dict[str, Any]] | None = None,
+    production: list[dict[str, Any]] | None = None,
+    approval_timeout: str = "10m",
+    password: dict[str, str] | None = None,
+    ports: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A pipeline document: integration, then production behind an approval gate.
+
+    ``ports`` reuses the driver settings of an earlier file, so a second ship of the
+    same app lands on the same containers.
+    """
+    health = [check("health answers", "/health", "ok")]
+    envs = [
+        environment("integration", "integration-ready",
+                    integration if integration is not None else [*health, check("version", "/version")]),
+        environment("production", "production-ready",
+                    production if production is not None else health, approval_timeout),
+    ]
+    for env in envs:
+        if ports and env["name"] in ports:
+            env["driver"] = ports[env["name"]]
+    return {
+        "app": {"name": app.name, "context": str(app.source)},
+        "registry": {
+            "url": app.stack.registry.url,
+            "repository": app.repository,
+            "username": USER,
+            "password": password or {"env": PASSWORD_ENV},
+        },
+        "scan": {"scanners": ["secret", "misconfig"], "blocking": ["CRITICAL", "HIGH"]},
+        "environments": envs,
+    }
+
+
+def write_pipeline(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def port_of(data: dict[str, Any], environment_name: str) -> int:
+    env = next(e for e in data["environments"] if e["name"] == environment_name)
+    return int(env["driver"]["port"])
+
+
+def drivers(data: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e["driver"] for e in data["environments"]}
+
+
+class FlowProcess:
+    """``conveyor <args>`` in a child process of its own group, output in a file."""
+
+    def __init__(self, stack: Stack, args: list[str], log: Path, **env: str) -> None:
+        self.args = args
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from conveyor.cli.main import main; main()", *args],
+                cwd=REPO, env=stack.env(**env), stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait(self, timeout: float = 120) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"conveyor {' '.join(self.args)} ran over {timeout:g}s:\n{self.output[-3000:]}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def conveyor(stack: Stack, args: list[str], log: Path, timeout: float = 120, **env: str) -> tuple[int, str]:
+    """Run ``conveyor <args>`` to its end; returns (exit code, output)."""
+    process = FlowProcess(stack, args, log, **env)
+    return process.wait(timeout), process.output
+
+
+def served_version(port: int) -> str:
+    return httpx.get(f"http://127.0.0.1:{port}/version", timeout=5).text.strip()
