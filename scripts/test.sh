@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 conveyor up --only docker
+# A cold build of the vCenter simulator takes minutes; do it once, before the clock of any test.
+python -m conveyor.sim.vcenter --build-only >/dev/null
 ruff check .
 mypy conveyor flows tasks
 exec python -m pytest -q -ra "$@"

@@ -19,16 +19,15 @@ from tasks.wiring import driver_for
 
 
 def demand_of(env: EnvironmentConfig) -> Demand | None:
-    """What the new instances take, from the Marathon app template."""
+    """What the app's instances take, from the Marathon app template; counting them
+    all (not only the over-capacity of a rolling upgrade) keeps the check on the safe side."""
     if not isinstance(env.driver, MarathonDriverConfig):
         return None
     app = load_template(env.driver.app_template)
-    instances = int(app.get("instances", 1))
-    over = float((app.get("upgradeStrategy") or {}).get("maximumOverCapacity", 1))
-    # A rolling upgrade runs old and new side by side up to the over-capacity.
-    extra = max(1, int(instances * over)) if instances else 0
     return Demand(
-        instances=extra, cpus=float(app.get("cpus", 1)), mem_mb=float(app.get("mem", 128))
+        instances=int(app.get("instances", 1)),
+        cpus=float(app.get("cpus", 1)),
+        mem_mb=float(app.get("mem", 128)),
     )
 
 

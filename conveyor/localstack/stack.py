@@ -21,14 +21,19 @@ from pydantic import SecretStr
 
 from conveyor.errors import LocalStackFailed
 from conveyor.localstack import process
+from conveyor.localstack.clusters import LocalClusters
 from conveyor.localstack.dockerd import DockerDaemon
 from conveyor.localstack.prefect_server import PrefectServer
 from conveyor.localstack.registry import RegistryServer
 
-SERVICES = ("docker", "registry", "prefect")
+SERVICES = ("docker", "registry", "prefect", "clusters")
 HOST = "127.0.0.1"
 DEFAULT_REGISTRY_PORT = 5000
 DEFAULT_PREFECT_PORT = 4200
+# The simulated DC/OS clusters (integration, production) and vCenter of the local demo;
+# deployments/local.yaml names these ports.
+MARATHON_PORTS = (8081, 8082)
+VCENTER_PORT = 8989
 REGISTRY_USER = "conveyor"
 REGISTRY_PROGRAM = "docker-registry"
 
@@ -82,6 +87,7 @@ class LocalStack:
         self.prefect_port = prefect_port or saved.get("prefect_port", DEFAULT_PREFECT_PORT)
         self.docker = DockerDaemon(self.home)
         self.prefect = PrefectServer(self.home, HOST, self.prefect_port)
+        self.clusters = LocalClusters(self.home, MARATHON_PORTS, VCENTER_PORT)
         self.dockerd_timeout = dockerd_timeout
         self.prefect_timeout = prefect_timeout
 
@@ -215,11 +221,18 @@ class LocalStack:
             progress(f"Prefect server on {self.prefect.url} (this takes a while)")
             done.append(f"prefect: {self.prefect.start(self.prefect_timeout)}")
             self._save_ports()
+        if "clusters" in services:
+            progress("simulated DC/OS clusters and vCenter (the first start compiles vcsim)")
+            host = self.registry_url.split("://", 1)[1]
+            done += self.clusters.up(host, REGISTRY_USER, self.registry_password())
         return done
 
     def down(self, services: Sequence[str] = SERVICES, progress: Progress = _silent) -> list[str]:
         """Stop what ``up`` started, in reverse order; leave everything else alone."""
         done = []
+        if "clusters" in services:
+            progress("simulated clusters")
+            done += self.clusters.down()
         if "prefect" in services:
             progress("Prefect server")
             done.append(f"prefect: {self.prefect.stop()}")
@@ -257,4 +270,8 @@ class LocalStack:
                 self.prefect.api_url,
                 f"log {self.prefect.log_path}",
             ),
+            *[
+                ServiceStatus(name, running, running, url, "simulator")
+                for name, running, url in self.clusters.status()
+            ],
         ]
