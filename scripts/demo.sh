@@ -9,3 +9,4 @@ export PATH="$PWD/.venv/bin:$PATH"
 conveyor up
 eval "$(conveyor env)"
 conveyor ship --pipeline deployments/local.yaml --auto-approve
+echo "The Prefect UI is at http://127.0.0.1:4200; conveyor status shows the stack."
