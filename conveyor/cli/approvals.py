@@ -105,7 +105,11 @@ def _resume(ref: str, run_input: dict[str, str]) -> None:
 
 
 def _report_outcome(client: Any, run: Any, old_key: str | None, approver: str) -> None:
-    """The flow, not the CLI, judges the allowlist: watch for it pausing again."""
+    """The flow, not the CLI, judges the allowlist: watch for it pausing again.
+
+    A resumed run is Running at once, before the flow has even read the answer, so
+    only a new pause (refused) or an end (a rejection) decides early.
+    """
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         state = client.read_flow_run(run.id).state
@@ -114,7 +118,7 @@ def _report_outcome(client: Any, run: Any, old_key: str | None, approver: str) -
                 f"[yellow]refused:[/] {approver} is not on the approvers list; the run still waits"
             )
             raise typer.Exit(1)
-        if state and not state.is_paused():
+        if state and state.is_final():
             break
         time.sleep(0.25)
     console.print(f"answered run {run.name} as {approver}")
