@@ -101,6 +101,16 @@ class PrefectApi:
             timeout,
         )
 
+    def wait_state_key(self, run_id: str, pause_key: str, timeout: float) -> dict[str, Any]:
+        """The run's state once it paused under ``pause_key`` (or ended)."""
+
+        def probe() -> dict[str, Any] | None:
+            state = self.state(run_id)
+            key = (state.get("state_details") or {}).get("pause_key")
+            return state if key == pause_key or state["type"] in FINAL else None
+
+        return wait_for(f"run {run_id} to pause as {pause_key}", probe, timeout)
+
     def resume(self, run_id: str, decision: str, approver: str, comment: str = "") -> dict[str, Any]:
         """What the UI's Resume form sends for a pause that waits for input."""
         run_input = {"decision": decision, "approver": approver, "comment": comment}

@@ -1,0 +1,177 @@
+"""``ship`` end to end with a person at the production gate, on the real parts.
+
+One release goes all the way (its approval answered through the API the UI calls,
+after a refused answer from someone off the allowlist); a second one of the same
+app is rejected from the terminal and must leave production as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from conveyor.clients.registry import RegistryClient
+from conveyor.config import load_pipeline
+from tests.pipeline_support import (
+    App,
+    FlowProcess,
+    Stack,
+    conveyor,
+    drivers,
+    new_app,
+    pipeline_data,
+    port_of,
+    served_version,
+    write_pipeline,
+)
+from tests.pipeline_support import stack as stack  # the shared session fixture
+
+pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
+ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
+
+
+@dataclass
+class Approved:
+    """What one approved ship did, observed while it ran."""
+
+    app: App
+    data: dict[str, Any]
+    pipeline: Path
+    run_id: str
+    output: str
+    exit_code: int
+    approvals_listing: str
+    refused_state: dict[str, Any]
+    production_before_approval: int
+
+
+def _ship(stack: Stack, pipeline: Path, log: Path, *extra: str) -> FlowProcess:
+    return FlowProcess(stack, ["ship", "-p", str(pipeline), *extra], log)
+
+
+@pytest.fixture(scope="module")
+def approved(
+    stack: Stack, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Approved]:
+    root = tmp_path_factory.mktemp("approved")
+    app = new_app(stack, docker_client, root)
+    try:
+        data = pipeline_data(app)
+        pipeline = write_pipeline(root / "pipeline.yaml", data)
+        flow = _ship(stack, pipeline, root / "ship.log")
+        run_id = stack.api.wait_run(pipeline)
+        stack.api.wait_state(run_id, ("PAUSED", *ENDED), timeout=150)
+        listing = conveyor(stack, ["approvals"], root / "approvals.log")[1]
+        production_before = len(app.containers("production"))
+        stack.api.resume(run_id, "approve", "mallory", "let me in")
+        refused = stack.api.wait_state_key(run_id, "approval-production-2", timeout=30)
+        stack.api.resume(run_id, "approve", "alice", "looks good")
+        code = flow.wait(120)
+        yield Approved(
+            app, data, pipeline, run_id, flow.output, code, listing, refused,
+            production_before,
+        )
+    finally:
+        app.clean()
+
+
+def test_approved_release_runs_in_production_with_the_tested_digest(
+    approved: Approved, stack: Stack
+) -> None:
+    assert approved.exit_code == 0, approved.output[-3000:]
+    assert stack.api.state(approved.run_id)["type"] == "COMPLETED"
+    shipped = re.search(r"shipped (\S+@sha256:[0-9a-f]{64})", approved.output)
+    assert shipped, approved.output[-2000:]
+    digest = shipped.group(1).split("@", 1)[1]
+    app = approved.app
+    integration, production = app.current("integration"), app.current("production")
+    assert integration.labels["conveyor.digest"] == digest
+    assert production.labels["conveyor.digest"] == digest
+    # The label is what the driver wrote; the image's own digests are what the engine pulled.
+    assert digest in app.image_digests(production)
+    assert app.image_digests(production) == app.image_digests(integration)
+    assert served_version(port_of(approved.data, "production")) == app.versions[-1]
+    config = load_pipeline(approved.pipeline)
+    with RegistryClient.from_config(config.registry, stack.password) as registry:
+        for tag in ("integration-ready", "production-ready", app.versions[-1]):
+            assert registry.resolve(app.repository, tag) == digest, tag
+
+
+def test_approval_is_recorded_with_the_approver(approved: Approved, stack: Stack) -> None:
+    record = next(
+        a for a in stack.api.artifacts(approved.run_id) if a["key"] == f"release-{approved.app.name}"
+    )
+    assert "| production | approve | alice | looks good |" in record["data"]
+    assert any("alice approved" in line for line in stack.api.logs(approved.run_id))
+
+
+def test_an_approver_off_the_allowlist_is_refused_and_the_run_still_waits(
+    approved: Approved, stack: Stack
+) -> None:
+    assert approved.refused_state["type"] == "PAUSED"
+    logs = stack.api.logs(approved.run_id)
+    assert any("refused" in line and "'mallory'" in line for line in logs)
+    assert approved.production_before_approval == 0
+
+
+def test_approvals_lists_the_paused_run_with_its_description(
+    approved: Approved, stack: Stack
+) -> None:
+    name = stack.api.run(approved.run_id)["name"]
+    assert name in approved.approvals_listing
+    assert f"Approve `{approved.app.name}`" in approved.approvals_listing
+    assert "production" in approved.approvals_listing
+
+
+def test_registry_password_is_not_in_logs_artifacts_or_output(
+    approved: Approved, stack: Stack
+) -> None:
+    secret = stack.password.get_secret_value()
+    logs = stack.api.logs(approved.run_id)
+    assert len(logs) > 20, "the run's logs were not read back"
+    assert not [line for line in logs if secret in line]
+    artifacts = stack.api.artifacts(approved.run_id)
+    assert {a["key"] for a in artifacts} >= {f"release-{approved.app.name}", f"scan-{approved.app.name}"}
+    assert secret not in json.dumps(artifacts)
+    assert secret not in approved.output
+
+
+def test_a_rejection_from_the_terminal_leaves_production_on_the_previous_release(
+    approved: Approved, stack: Stack, tmp_path: Path
+) -> None:
+    app = approved.app
+    assert approved.exit_code == 0, "needs the approved release in production"
+    before = app.current("production")
+    v1 = app.versions[-1]
+    v2 = app.commit("v2")
+    data = pipeline_data(app, ports=drivers(approved.data))
+    pipeline = write_pipeline(tmp_path / "pipeline.yaml", data)
+    flow = _ship(stack, pipeline, tmp_path / "ship.log")
+    run_id = stack.api.wait_run(pipeline)
+    stack.api.wait_state(run_id, ("PAUSED", *ENDED), timeout=150)
+    name = stack.api.run(run_id)["name"]
+
+    code, out = conveyor(stack, ["approve", name, "--as", "mallory"], tmp_path / "approve.log")
+    assert code != 0 and "refused" in out, out[-2000:]
+    assert stack.api.wait_state_key(run_id, "approval-production-2", timeout=30)["type"] == "PAUSED"
+
+    code, out = conveyor(
+        stack, ["reject", name, "--as", "bob", "--reason", "release notes missing"], tmp_path / "reject.log"
+    )
+    assert code == 0, out[-2000:]
+    assert flow.wait(60) != 0
+    final = stack.api.wait_state(run_id, ENDED, timeout=30)
+    assert final["type"] == "FAILED"
+    assert "bob rejected" in final["message"] and "release notes missing" in final["message"]
+    assert f"{v2}" in final["message"]
+    after = app.current("production")
+    assert after.id == before.id
+    assert served_version(port_of(approved.data, "production")) == v1
+    assert app.current("integration").labels["conveyor.version"] == v2
