@@ -60,7 +60,8 @@ def enter_environment(
     auto: bool = False,
 ) -> None:
     index = pipeline.environments.index(env)
-    already = current_state(pipeline, env).runs(release)
+    before = current_state(pipeline, env)
+    already = before.runs(release)
     if index > 0:
         with timeline.stage(f"evidence {env.name}"):
             require_proof(pipeline, release, pipeline.environments[index - 1])
@@ -79,8 +80,11 @@ def enter_environment(
     with timeline.stage(f"deploy {env.name}"):
         outcome = deploy(pipeline, env, release)
     record.deployments.append(Deployment(environment=env.name, changed=outcome.changed))
+    # Only a release that ran here before can be restored: a failed first deploy fails
+    # the run on its checks, not on "no previous release to roll back to".
+    restorable = outcome.changed and before.digest is not None
     with timeline.stage(f"verify {env.name}"):
-        _verify_or_roll_back(pipeline, env, release, record, changed=outcome.changed)
+        _verify_or_roll_back(pipeline, env, release, record, restorable=restorable)
 
 
 def _verify_or_roll_back(
@@ -88,7 +92,7 @@ def _verify_or_roll_back(
     env: EnvironmentConfig,
     release: Release,
     record: ReleaseRecord,
-    changed: bool,
+    restorable: bool,
 ) -> None:
     try:
         verification = run_checks(pipeline, env, release)
@@ -102,7 +106,7 @@ def _verify_or_roll_back(
                 f"failed in {env.name}: {verification.summary}"
             )
     except ConveyorError as exc:
-        if not (env.rollback_on_failure and changed):
+        if not (env.rollback_on_failure and restorable):
             raise
         restored = rollback(pipeline, env)
         raise RolledBack(
