@@ -33,7 +33,7 @@ PrefectPortOpt = Annotated[
 ]
 OnlyOpt = Annotated[
     list[str] | None,
-    typer.Option("--only", help="docker, registry or prefect; repeat or comma-separate"),
+    typer.Option("--only", help="docker, registry, prefect or clusters; repeat or comma-separate"),
 ]
 DEFAULT_HOME = Path(".conveyor")
 

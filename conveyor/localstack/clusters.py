@@ -20,7 +20,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -179,11 +178,19 @@ class LocalClusters:
             str(self.root / "vcenter.key"),
         ]
 
+    def _ours(self, name: str, port: int) -> int | None:
+        """The pid of our simulator on ``port``; the vCenter launcher replaces its own
+        process image, so its command line, not its program name, identifies it."""
+        try:
+            pid = int(self._pid_file(name).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if pid > 1 and process.alive(pid) and f"{HOST}:{port}" in process.cmdline(pid):
+            return pid
+        return None
+
     def _start(self, name: str, argv: list[str], port: int, env: dict[str, str]) -> str:
-        program = argv[2] if argv[0] == sys.executable else argv[0]
-        if process.read_pid(self._pid_file(name), program) is not None and process.listening(
-            HOST, port
-        ):
+        if self._ours(name, port) is not None and process.listening(HOST, port):
             return "already running"
         if process.listening(HOST, port):
             raise LocalStackFailed(
@@ -210,13 +217,16 @@ class LocalClusters:
         done.append(f"vcenter: {self._start('vcenter', vcenter, self.vcenter_port, env)}")
         return done
 
+    def _ports(self) -> dict[str, int]:
+        ports = {f"dcos-{c.name}": c.port for c in self.clusters}
+        return {**ports, "vcenter": self.vcenter_port}
+
     def down(self) -> list[str]:
         done = []
         for name in ("vcenter", "dcos-production", "dcos-integration"):
-            pid_file = self._pid_file(name)
-            pid = int(pid_file.read_text()) if pid_file.exists() else None
-            pid_file.unlink(missing_ok=True)
-            if pid is not None and process.alive(pid):
+            pid = self._ours(name, self._ports()[name])
+            self._pid_file(name).unlink(missing_ok=True)
+            if pid is not None:
                 process.stop(pid)
                 done.append(f"{name}: stopped (pid {pid})")
             else:
@@ -224,17 +234,10 @@ class LocalClusters:
         return done
 
     def status(self) -> list[tuple[str, bool, str]]:
+        """(name, running as ours, url) of each simulator."""
         rows = []
-        for c in self.clusters:
-            url = f"http://{HOST}:{c.port}"
-            rows.append((f"dcos-{c.name}", _answers(f"{url}/dcos-metadata/dcos-version.json"), url))
-        url = f"https://{HOST}:{self.vcenter_port}/sdk"
-        rows.append(("vcenter", process.listening(HOST, self.vcenter_port), url))
+        for name, port in self._ports().items():
+            scheme, path = ("https", "/sdk") if name == "vcenter" else ("http", "")
+            running = self._ours(name, port) is not None and process.listening(HOST, port)
+            rows.append((name, running, f"{scheme}://{HOST}:{port}{path}"))
         return rows
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code < 500
-    except httpx.HTTPError:
-        return False

@@ -40,6 +40,22 @@ REGISTRY_PROGRAM = "docker-registry"
 Progress = Callable[[str], None]
 
 
+def _cluster_ports() -> tuple[tuple[int, int], int]:
+    """The simulators' ports: CONVEYOR_MARATHON_PORTS="8081,8082", CONVEYOR_VCENTER_PORT."""
+    raw = os.environ.get("CONVEYOR_MARATHON_PORTS", "")
+    try:
+        marathon = tuple(int(p) for p in raw.split(",")) if raw else MARATHON_PORTS
+        vcenter = int(os.environ.get("CONVEYOR_VCENTER_PORT", VCENTER_PORT))
+    except ValueError:
+        raise LocalStackFailed(
+            "CONVEYOR_MARATHON_PORTS must be two ports like 8081,8082 and "
+            "CONVEYOR_VCENTER_PORT one port"
+        ) from None
+    if len(marathon) != 2:
+        raise LocalStackFailed("CONVEYOR_MARATHON_PORTS must name two ports, like 8081,8082")
+    return (marathon[0], marathon[1]), vcenter
+
+
 def _silent(_: str) -> None:
     """Progress sink when the caller does not listen."""
 
@@ -87,7 +103,7 @@ class LocalStack:
         self.prefect_port = prefect_port or saved.get("prefect_port", DEFAULT_PREFECT_PORT)
         self.docker = DockerDaemon(self.home)
         self.prefect = PrefectServer(self.home, HOST, self.prefect_port)
-        self.clusters = LocalClusters(self.home, MARATHON_PORTS, VCENTER_PORT)
+        self.clusters = LocalClusters(self.home, *_cluster_ports())
         self.dockerd_timeout = dockerd_timeout
         self.prefect_timeout = prefect_timeout
 
