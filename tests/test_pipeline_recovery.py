@@ -1,0 +1,110 @@
+"""Recovery on the real parts: production that fails its checks goes back to the release
+before it, and a run killed mid-way is finished by the next run without redoing work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.pipeline_support import (
+    App,
+    FlowProcess,
+    Stack,
+    check,
+    conveyor,
+    drivers,
+    pipeline_data,
+    port_of,
+    served_version,
+    wait_for,
+    write_pipeline,
+)
+from tests.pipeline_support import app as app  # the per-test sample app
+from tests.pipeline_support import stack as stack  # the shared session fixture
+
+pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
+ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
+
+
+def _ship(stack: Stack, pipeline: Path, log: Path, *extra: str) -> FlowProcess:
+    return FlowProcess(stack, ["ship", "-p", str(pipeline), *extra], log)
+
+
+def _approve_from_terminal(stack: Stack, pipeline: Path, tmp_path: Path) -> FlowProcess:
+    """Ship and answer the production gate with ``conveyor approve``."""
+    flow = _ship(stack, pipeline, tmp_path / "ship-v1.log")
+    run_id = stack.api.wait_run(pipeline)
+    stack.api.wait_state(run_id, ("PAUSED", *ENDED), timeout=150)
+    name = stack.api.run(run_id)["name"]
+    code, out = conveyor(
+        stack, ["approve", name, "--as", "alice", "--comment", "ok"], tmp_path / "approve.log"
+    )
+    assert code == 0 and f"answered run {name} as alice" in out, out[-2000:]
+    return flow
+
+
+def test_failing_production_checks_roll_back_to_the_previous_release(
+    stack: Stack, app: App, tmp_path: Path
+) -> None:
+    first = pipeline_data(app)
+    flow = _approve_from_terminal(stack, write_pipeline(tmp_path / "v1.yaml", first), tmp_path)
+    assert flow.wait(120) == 0, flow.output[-3000:]
+    v1 = app.versions[-1]
+    v1_digest = app.current("production").labels["conveyor.digest"]
+
+    v2 = app.commit("v2")
+    # Production's checks accept only v1's /version: v2 deploys, fails them, goes back.
+    production = [check("health answers", "/health", "ok"), check("old version", "/version", v1)]
+    second = pipeline_data(app, production=production, ports=drivers(first))
+    pipeline = write_pipeline(tmp_path / "v2.yaml", second)
+    flow = _ship(stack, pipeline, tmp_path / "ship-v2.log", "--auto-approve")
+    assert flow.wait(150) != 0
+    run_id = stack.api.runs_of(pipeline)[-1]["id"]
+    final = stack.api.wait_state(run_id, ENDED, timeout=30)
+    assert final["type"] == "FAILED", final
+    assert "RolledBack" in final["message"], final["message"]
+    assert f"failed verification of {v2}" in final["message"]
+    assert f"rolled back to {v1}" in final["message"]
+    restored = app.current("production")
+    assert restored.labels["conveyor.digest"] == v1_digest
+    assert v1_digest in app.image_digests(restored)
+    assert served_version(port_of(first, "production")) == v1
+    assert app.current("integration").labels["conveyor.version"] == v2
+
+
+def _integration_running(app: App, version: str) -> str | None:
+    for container in app.containers("integration"):
+        if container.labels.get("conveyor.version") == version and container.status == "running":
+            return str(container.id)
+    return None
+
+
+def test_a_killed_run_is_finished_by_the_next_without_redeploying(
+    stack: Stack, app: App, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    data = pipeline_data(app)
+    pipeline = write_pipeline(tmp_path / "pipeline.yaml", data)
+    version = app.versions[-1]
+    first = _ship(stack, pipeline, tmp_path / "ship-1.log", "--auto-approve")
+    container_id = wait_for(
+        "the integration container of the first run",
+        lambda: _integration_running(app, version) if first.proc.poll() is None else "exited",
+        timeout=150, interval=0.1,
+    )
+    first.kill()
+    assert container_id != "exited", first.output[-3000:]
+    assert app.containers("production") == []
+
+    second = _ship(stack, pipeline, tmp_path / "ship-2.log", "--auto-approve")
+    assert second.wait(150) == 0, second.output[-3000:]
+    run_id = stack.api.runs_of(pipeline)[-1]["id"]
+    assert stack.api.state(run_id)["type"] == "COMPLETED"
+    assert app.current("integration").id == container_id
+    logs = stack.api.logs(run_id)
+    assert any(f"integration: {version} already runs healthy" in line for line in logs)
+    assert any("is already pushed" in line for line in logs)
+    digest = app.current("integration").labels["conveyor.digest"]
+    assert app.current("production").labels["conveyor.digest"] == digest
+    assert served_version(port_of(data, "production")) == version
