@@ -102,8 +102,9 @@ def _describe(err: Any) -> str:
     if kind == "extra_forbidden":
         return "unknown field (check the spelling)"
     if kind == "union_tag_invalid":
-        expected = err.get("ctx", {}).get("expected_tags", "")
-        return f"unknown driver {err['input']!r}; expected one of: {expected}"
+        ctx = err.get("ctx", {})
+        # The input is the whole driver mapping; the tag alone is what the user got wrong.
+        return f"unknown driver {ctx.get('tag')!r}; expected one of: {ctx.get('expected_tags', '')}"
     if kind == "union_tag_not_found":
         return "a driver needs 'kind' (one of: 'docker', 'marathon')"
     msg = str(err["msg"])
