@@ -6,12 +6,14 @@ as the UI's Resume form (``POST /api/flow_runs/{id}/resume`` with ``run_input``)
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated, Any
 from uuid import UUID
 
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.table import Table
 
 console = Console()
@@ -37,9 +39,13 @@ def _description(client: Any, run: Any) -> str:
 
     try:
         keyset = keyset_from_paused_state(run.state)
-        return str(client.read_flow_run_input(run.id, keyset["description"])).strip('"')
+        raw = client.read_flow_run_input(run.id, keyset["description"])
     except Exception:
         return "(no description: a pause without an approval form)"
+    try:
+        return str(json.loads(raw))
+    except (TypeError, ValueError):
+        return str(raw)
 
 
 def _find_run(client: Any, ref: str) -> Any:
@@ -68,16 +74,22 @@ def list_approvals() -> None:
         table = Table(title="waiting for approval")
         for col in ("run", "name", "paused since", "times out", "waits for"):
             table.add_column(col, overflow="fold")
+        descriptions = []
         for run in runs:
             timeout = run.state.state_details.pause_timeout
+            description = _description(client, run)
+            descriptions.append((run, description))
             table.add_row(
                 str(run.id),
                 run.name,
                 str(run.state.timestamp)[:19],
                 str(timeout)[:19] if timeout else "-",
-                _description(client, run),
+                description.splitlines()[0].lstrip("# "),
             )
         console.print(table)
+        for run, description in descriptions:
+            console.rule(f"{run.name} ({run.id})")
+            console.print(Markdown(description))
 
 
 def _resume(ref: str, run_input: dict[str, str]) -> None:
