@@ -21,7 +21,7 @@ from conveyor.release import ApprovalRecord, Deployment, Release, ReleaseRecord
 from flows.timeline import Timeline
 from tasks.approval import auto_approve, request_approval
 from tasks.deploy import current_state, deploy
-from tasks.evidence import attach_evidence, require_proof
+from tasks.evidence import attach_evidence, earlier_approval, require_proof
 from tasks.preflight import preflight
 from tasks.promote import tag_release
 from tasks.rollback import rollback
@@ -67,11 +67,13 @@ def enter_environment(
             require_proof(pipeline, release, pipeline.environments[index - 1])
     if env.approval is not None and not already:
         with timeline.stage(f"approval {env.name}"):
-            approval = _approve(env, release, record, auto)
+            earlier = earlier_approval(pipeline, release, env)
+            approval = earlier or _approve(env, release, record, auto)
             record.approvals.append(approval)
-            attach_evidence(
-                pipeline, release, "approval", env.name, approval.model_dump(mode="json")
-            )
+            if earlier is None:
+                attach_evidence(
+                    pipeline, release, "approval", env.name, approval.model_dump(mode="json")
+                )
     with timeline.stage(f"promote {env.tag}"):
         tag_release(pipeline, release, env)
     if not already:

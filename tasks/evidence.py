@@ -6,7 +6,7 @@ from typing import Any
 
 from conveyor import evidence
 from conveyor.config import EnvironmentConfig, Pipeline
-from conveyor.release import Release
+from conveyor.release import ApprovalRecord, Release, utcnow
 from tasks.common import logger, stage
 from tasks.wiring import registry_client
 
@@ -49,3 +49,37 @@ def require_proof(pipeline: Pipeline, release: Release, previous: EnvironmentCon
         previous.name,
         "; ".join(f"{e.kind} at {e.created:%Y-%m-%d %H:%M}" for e in found),
     )
+
+
+@stage("earlier approval", retries=3)
+def earlier_approval(
+    pipeline: Pipeline, release: Release, env: EnvironmentConfig
+) -> ApprovalRecord | None:
+    """An approval of this digest for ``env`` that an earlier run recorded with the image.
+
+    A rerun after a crash between approval and deploy goes on with it instead of asking
+    again. Only approvers still on the environment's list count, and only within the
+    approval timeout: a release that comes back later is looked at again.
+    """
+    if env.approval is None:
+        return None
+    allowed, window = env.approval.approvers, env.approval.timeout
+    with registry_client(pipeline) as registry:
+        found = evidence.read_evidence(registry, release.repository, release.digest, ("approval",))
+    for record in reversed(found):
+        p = record.payload
+        if (
+            p.get("environment") == env.name
+            and p.get("decision") == "approve"
+            and p.get("approver") in allowed
+            and utcnow() - record.created <= window
+        ):
+            logger().info(
+                "%s was approved for %s by %s at %s",
+                release.short,
+                env.name,
+                p["approver"],
+                p.get("at"),
+            )
+            return ApprovalRecord.model_validate(p)
+    return None
