@@ -116,9 +116,7 @@ def main() -> int:
             with run_sim(client) as sim:
                 strategy = {"minimumHealthCapacity": 1, "maximumOverCapacity": 1 / instances}
                 template = fast_template(Path(tmp), instances=instances, upgradeStrategy=strategy)
-                drivers = {
-                    mode: make_driver(sim, template, mode == "events") for mode in (True, False)
-                }
+                drivers = {mode: make_driver(sim, template, events=mode) for mode in (True, False)}
                 log = DeploymentLog(sim.url)
                 seen: dict[bool, list[float]] = {True: [], False: []}
                 after_sim: dict[bool, list[float]] = {True: [], False: []}
