@@ -10,12 +10,11 @@ from prefect import flow
 
 from conveyor.release import ReleaseRecord
 from flows.delivery import enter_environment
+from flows.source import build_scan_push
 from flows.timeline import Timeline
-from tasks.build import build_image
 from tasks.pipeline_file import validate_pipeline
-from tasks.push import newest_release, push_image
+from tasks.push import newest_release
 from tasks.record import publish_record
-from tasks.scan import scan_image
 
 
 @flow(name="nightly-integration", persist_result=False)
@@ -27,12 +26,8 @@ def nightly_integration(pipeline: str = "deployments/local.yaml", build: bool = 
     timeline = Timeline()
     scan_summary = ""
     if build:
-        with timeline.stage("build"):
-            built = build_image(config, None)
-        with timeline.stage("scan"):
-            scan_summary = scan_image(config, built).summary
-        with timeline.stage("push"):
-            release = push_image(config, built)
+        scan, release = build_scan_push(config, None, timeline)
+        scan_summary = scan.summary
     else:
         release = newest_release(config, first)
     record = ReleaseRecord(release=release, scan_summary=scan_summary)

@@ -6,13 +6,10 @@ from prefect import flow
 
 from conveyor.release import ReleaseRecord
 from flows.delivery import enter_environment
+from flows.source import build_scan_push
 from flows.timeline import Timeline
-from tasks.build import build_image
-from tasks.evidence import attach_evidence
 from tasks.pipeline_file import validate_pipeline
-from tasks.push import push_image
 from tasks.record import publish_record
-from tasks.scan import scan_image
 
 
 @flow(name="ship", persist_result=False)
@@ -28,13 +25,7 @@ def ship(
     """
     config = validate_pipeline(pipeline)
     timeline = Timeline()
-    with timeline.stage("build"):
-        built = build_image(config, version)
-    with timeline.stage("scan"):
-        scan = scan_image(config, built)
-    with timeline.stage("push"):
-        release = push_image(config, built)
-    attach_evidence(config, release, "scan", "build", {"passed": True, "summary": scan.summary})
+    scan, release = build_scan_push(config, version, timeline)
     record = ReleaseRecord(release=release, scan_summary=scan.summary)
     try:
         for env in config.environments:

@@ -1,0 +1,32 @@
+"""From source to a pushed release: build, then scan and push side by side.
+
+The push is not a promotion: the version tag it sets names the image, while the tag
+that lets a release into integration is set only after the scan passed. So the two
+run at once, and a blocking finding still stops the release before any environment.
+"""
+
+from __future__ import annotations
+
+from conveyor.config import Pipeline
+from conveyor.release import Release
+from conveyor.scan_policy import ScanResult
+from flows.timeline import Timeline
+from tasks.build import build_image
+from tasks.evidence import attach_evidence
+from tasks.push import push_image
+from tasks.scan import scan_image
+
+
+def build_scan_push(
+    config: Pipeline, version: str | None, timeline: Timeline
+) -> tuple[ScanResult, Release]:
+    with timeline.stage("build"):
+        built = build_image(config, version)
+    with timeline.stage("scan and push"):
+        scanning = scan_image.submit(config, built)
+        pushing = push_image.submit(config, built)
+        pushing.wait()
+        scan = scanning.result()
+        release = pushing.result()
+    attach_evidence(config, release, "scan", "build", {"passed": True, "summary": scan.summary})
+    return scan, release
