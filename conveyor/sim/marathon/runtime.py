@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -131,12 +132,20 @@ class DockerRuntime:
             raise LaunchFailed(f"Failed to launch container: {exc}") from None
         return str(container.id)
 
-    def kill(self, container_id: str, grace_s: float) -> None:
-        """SIGTERM, SIGKILL after ``grace_s``, then remove; a vanished container is fine."""
+    def stop(self, container_id: str, grace_s: float) -> None:
+        """SIGTERM, SIGKILL after ``grace_s`` (whole seconds, as Marathon's
+        taskKillGracePeriodSeconds); returns once the container has exited."""
         try:
-            container = self.client.containers.get(container_id)
-            container.stop(timeout=max(0, round(grace_s)))
-            container.remove(force=True)
+            self.client.api.stop(container_id, timeout=max(0, math.ceil(grace_s)))
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.APIError, requests.RequestException) as exc:
+            log.warning("could not stop container %s: %s", container_id[:12], exc)
+
+    def remove(self, container_id: str) -> None:
+        """Remove a container (force: also a running one); a vanished container is fine."""
+        try:
+            self.client.api.remove_container(container_id, force=True)
         except docker.errors.NotFound:
             pass
         except (docker.errors.APIError, requests.RequestException) as exc:

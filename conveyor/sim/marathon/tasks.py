@@ -70,6 +70,8 @@ class TaskRunner:
         self.by_container: dict[str, Task] = {}
         self._exiting: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="sim-task")
+        # Kills get their own workers: old tasks stop together, never queued behind launches.
+        self._killers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sim-kill")
         self.closing = False
         self.prober = health.Prober()
 
@@ -80,6 +82,7 @@ class TaskRunner:
             self.closing = True
         self.prober.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._killers.shutdown(wait=True, cancel_futures=True)
 
     # --- events ------------------------------------------------------------
 
@@ -138,7 +141,7 @@ class TaskRunner:
             if self.closing:
                 return
             if task.state == "TASK_KILLING":
-                self._pool.submit(self._stop_container, task)
+                self._killers.submit(self._stop_container, task)
                 return
             now = monotonic()
             task.state = "TASK_RUNNING"
@@ -158,16 +161,20 @@ class TaskRunner:
         task.state = "TASK_KILLING"
         self._status(task, "TASK_KILLING")
         if not staging and not self.closing:
-            self._pool.submit(self._stop_container, task)
+            self._killers.submit(self._stop_container, task)
 
     def _stop_container(self, task: Task) -> None:
+        """Like a Mesos agent: TASK_KILLED once the process is gone; the container's
+        removal is housekeeping that no deployment step waits for."""
         grace = task.definition.get("taskKillGracePeriodSeconds")
         if task.container_id:
-            self.runtime.kill(
+            self.runtime.stop(
                 task.container_id, DEFAULT_KILL_GRACE_S if grace is None else float(grace)
             )
         with self.lock:
             self._finish(task, "TASK_KILLED", "", failed=False)
+        if task.container_id:
+            self.runtime.remove(task.container_id)
 
     def on_exit(self, container_id: str) -> None:
         """A container of ours died (docker event or poll): judge it outside the lock."""
