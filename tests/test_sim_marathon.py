@@ -280,6 +280,11 @@ def test_failing_version_keeps_deploying_until_rolled_back(
     assert (
         app["cmd"] == good["cmd"] and len(api.get("/v2/apps/bad/versions").json()["versions"]) == 3
     )
+    # Marathon gives the restored settings a new config version and replaces every task
+    # launched before it, the kept good one too: no task is left on an older version.
+    assert app["versionInfo"]["lastConfigChangeAt"] == app["version"] == rollback.json()["version"]
+    assert [t["version"] for t in app["tasks"]] == [app["version"]]
+    assert app["tasks"][0]["id"] != good["tasks"][0]["id"]
     assert [e["id"] for e in events.named("deployment_failed")] == [broken["deploymentId"]]
     missing = api.delete(f"/v2/deployments/{broken['deploymentId']}")
     assert missing.status_code == 404

@@ -328,9 +328,12 @@ class Engine:
     def _converge(self, rec: AppRecord, target: App, now: float, steady: bool) -> bool:
         """One step of Marathon's task replacement; True when only healthy new tasks remain."""
         n = int(target["instances"])
-        key = config_key(target)
+        # Like Marathon's TaskReplaceActor: a task launched before the last config change is
+        # old even when its settings match (a revert restores the settings under a new
+        # version, so it replaces every task, as Marathon does).
+        config_at = str(target["versionInfo"]["lastConfigChangeAt"])
         alive = [t for t in rec.tasks.values() if t.state != "TASK_KILLING"]
-        new = [t for t in alive if t.config == key or steady]
+        new = [t for t in alive if steady or t.version >= config_at]
         old = [t for t in alive if t not in new]
         surplus = sorted(new, key=lambda t: t.staged_at, reverse=True)[: max(0, len(new) - n)]
         for task in surplus:

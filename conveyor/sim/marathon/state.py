@@ -66,7 +66,6 @@ class Task:
     instance_id: str
     app_id: str
     version: str
-    config: str
     definition: App
     agent: Agent
     ports: list[int]

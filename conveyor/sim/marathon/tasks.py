@@ -14,7 +14,7 @@ from typing import Any
 from conveyor.sim.marathon import health
 from conveyor.sim.marathon.events import EventBus
 from conveyor.sim.marathon.faults import Faults
-from conveyor.sim.marathon.model import App, config_key, new_id, now_iso
+from conveyor.sim.marathon.model import App, new_id, now_iso
 from conveyor.sim.marathon.runtime import DockerRuntime, LaunchFailed
 from conveyor.sim.marathon.state import AppRecord, Cluster, HealthResult, Task, monotonic
 
@@ -117,7 +117,6 @@ class TaskRunner:
             instance_id=instance_id,
             app_id=app["id"],
             version=str(app["version"]),
-            config=config_key(app),
             definition=app,
             agent=agent,
             ports=ports,
