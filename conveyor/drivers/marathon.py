@@ -291,9 +291,7 @@ class MarathonDriver:
 
         return check
 
-    def _rolled_out(
-        self, ids: set[str], require_new: bool = True, seen: list[dict[str, Any]] | None = None
-    ) -> Check:
+    def _rolled_out(self, ids: set[str], seen: list[dict[str, Any]] | None = None) -> Check:
         def check() -> tuple[bool, str]:
             left = [d for d in self.client.deployments() if str(d.get("id")) in ids]
             if left:
@@ -307,7 +305,7 @@ class MarathonDriver:
                 return False, f"{self.app_id} not found"
             if seen is not None:
                 seen.append(app)
-            rollout = assess(app, require_new)
+            rollout = assess(app)
             return rollout.done, rollout.summary
 
         return check
@@ -373,6 +371,6 @@ class MarathonDriver:
                 return "nothing ran before it, nothing to restore"
             revert = self._put(previous, progress)
         rid = str(revert.get("deploymentId"))
-        if self._wait_until(self._rolled_out({rid}, require_new=False), deadline, progress):
+        if self._wait_until(self._rolled_out({rid}), deadline, progress):
             return f"rolled back (deployment {rid})"
         return f"rollback deployment {rid} still running after {self.config.rollback_timeout_s:g}s"

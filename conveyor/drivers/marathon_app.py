@@ -160,11 +160,11 @@ class Rollout:
     problems: tuple[str, ...]
 
 
-def assess(app: dict[str, Any], require_new: bool = True) -> Rollout:
-    """``require_new``: only tasks launched for the newest configuration count.
+def assess(app: dict[str, Any]) -> Rollout:
+    """Only tasks launched for the newest configuration count.
 
-    A revert may keep the tasks that already run the restored configuration under their
-    old version, so waiting for a revert looks at health and count alone.
+    Marathon replaces every task launched before the app's last config change, a revert
+    included (it restores the settings under a new version), so this holds after one too.
     """
     wanted = int(app.get("instances", 1))
     target = str(
@@ -173,7 +173,7 @@ def assess(app: dict[str, Any], require_new: bool = True) -> Rollout:
     checked = bool(app.get("healthChecks"))
     tasks = [t for t in app.get("tasks") or [] if isinstance(t, dict)]
     # Marathon's versions are ISO timestamps of one format: order by string is order by time.
-    new = [t for t in tasks if not require_new or str(t.get("version") or "") >= target]
+    new = [t for t in tasks if str(t.get("version") or "") >= target]
     healthy = [t for t in new if task_healthy(t, checked)]
     problems = [task_problem(t) for t in tasks if not task_healthy(t, checked)]
     failure = app.get("lastTaskFailure") or {}
@@ -182,9 +182,7 @@ def assess(app: dict[str, Any], require_new: bool = True) -> Rollout:
         problems.append(f"last task failure: {task}: {failure['message']}")
     # Tasks Marathon is already killing are on their way out, not instances that serve.
     old = len([t for t in tasks if t not in new and t.get("state") not in LEAVING])
-    summary = f"{len(healthy)}/{wanted} instances healthy" + (
-        " on the new version" if require_new else ""
-    )
+    summary = f"{len(healthy)}/{wanted} instances healthy on the new version"
     if old:
         summary += f", {old} old still running"
     done = len(healthy) >= wanted and not old
