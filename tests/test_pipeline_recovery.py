@@ -91,7 +91,8 @@ def test_a_killed_run_is_finished_by_the_next_without_redeploying(
     container_id = wait_for(
         "the integration container of the first run",
         lambda: _integration_running(app, version) if first.proc.poll() is None else "exited",
-        timeout=150, interval=0.1,
+        timeout=150,
+        interval=0.1,
     )
     first.kill()
     assert container_id != "exited", first.output[-3000:]
@@ -108,3 +109,38 @@ def test_a_killed_run_is_finished_by_the_next_without_redeploying(
     digest = app.current("integration").labels["conveyor.digest"]
     assert app.current("production").labels["conveyor.digest"] == digest
     assert served_version(port_of(data, "production")) == version
+
+
+def test_rollback_then_promote_goes_on_with_the_recorded_approval(
+    stack: Stack, app: App, tmp_path: Path
+) -> None:
+    """The approval travels with the image: promoting an approved digest again (here
+    after a rollback) needs no second pause, and the rollback flow restores v1."""
+    data = pipeline_data(app)
+    # Two files with the same content: the test finds each run by its pipeline file.
+    first = write_pipeline(tmp_path / "v1.yaml", data)
+    pipeline = write_pipeline(tmp_path / "pipeline.yaml", data)
+    flow = _ship(stack, first, tmp_path / "ship-v1.log", "--auto-approve")
+    assert flow.wait(150) == 0, flow.output[-3000:]
+    v1 = app.versions[-1]
+    v2 = app.commit("v2")
+    assert _approve_from_terminal(stack, pipeline, tmp_path).wait(150) == 0
+    v2_digest = app.current("production").labels["conveyor.digest"]
+    assert served_version(port_of(data, "production")) == v2
+
+    code, out = conveyor(
+        stack, ["rollback", "production", "-p", str(pipeline)], tmp_path / "rb.log"
+    )
+    assert code == 0, out[-3000:]
+    assert served_version(port_of(data, "production")) == v1
+
+    code, out = conveyor(
+        stack, ["promote", v2_digest, "-p", str(pipeline)], tmp_path / "pr.log", timeout=150
+    )
+    assert code == 0, out[-3000:]
+    run_id = stack.api.runs_of(pipeline, flow="promote")[-1]["id"]
+    assert "PAUSED" not in stack.api.state_types(run_id)
+    logs = stack.api.logs(run_id)
+    assert any("was approved for production by alice" in line for line in logs), logs
+    assert served_version(port_of(data, "production")) == v2
+    assert app.current("production").labels["conveyor.digest"] == v2_digest
