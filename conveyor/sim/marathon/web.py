@@ -100,6 +100,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server: SimServer
     protocol_version = "HTTP/1.1"
     server_version = "marathon-sim"
+    # Headers and body (and back-to-back SSE frames) go out as separate writes: with Nagle
+    # on, the second waits for the client's delayed ACK, 40 ms on Linux, on kept-alive calls.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
