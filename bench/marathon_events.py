@@ -3,9 +3,12 @@
 Measured per deploy: from the moment the simulator marked the last new instance
 healthy (its ``firstSuccess`` timestamp) to the moment ``deploy`` returned, i.e. when
 the flow's next task would start. Both modes run side by side, interleaved, against one
-simulator with real containers. Run from the repository root:
+simulator with real containers. That time splits into the simulator's part (last instance
+healthy -> its ``deployment_success``: killing the last old task) and the driver's part.
+While each rollout runs, a sampler GETs the app as a UI would, to show whether the API
+stays responsive. Run from the repository root:
 
-    python -m bench.marathon_events [--rounds 5]
+    python -m bench.marathon_events [--rounds 5] [--instances 4]
 """
 
 from __future__ import annotations
@@ -77,12 +80,42 @@ class DeploymentLog:
         raise RuntimeError(f"no deployment_success event for {app_id}")
 
 
+class ApiSampler:
+    """GETs an app with its tasks every ``every_s`` while a rollout runs; keeps each latency."""
+
+    MAX_SAMPLES = 2000  # a bound on requests even if a rollout never ends
+
+    def __init__(self, url: str, app_id: str, every_s: float = 0.05) -> None:
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, app_id, every_s))
+
+    def _run(self, url: str, app_id: str, every_s: float) -> None:
+        params = {"embed": "app.tasks"}
+        with httpx.Client(base_url=url, timeout=10) as http:
+            while not self._stop.is_set() and len(self.latencies) < self.MAX_SAMPLES:
+                start = time.perf_counter()
+                http.get(f"/v2/apps{app_id}", params=params)
+                self.latencies.append(time.perf_counter() - start)
+                self._stop.wait(every_s)
+
+    def __enter__(self) -> ApiSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def one_deploy(
-    driver: MarathonDriver, sim: Sim, log: DeploymentLog, release: Release
+    driver: MarathonDriver, sim: Sim, log: DeploymentLog, release: Release, gets: list[float]
 ) -> tuple[float, float]:
     """(last instance healthy -> returned, deployment finished in the sim -> returned)."""
-    outcome = driver.deploy(release)
-    returned = time.time()
+    with ApiSampler(sim.url, driver.app_id) as sampler:
+        outcome = driver.deploy(release)
+        returned = time.time()
+    gets.extend(sampler.latencies)
     if not outcome.changed:
         raise RuntimeError("the bench needs a real rollout each round")
     return returned - last_healthy_at(sim, driver.app_id), returned - log.finished_at(driver.app_id)
@@ -98,6 +131,45 @@ def make_driver(sim: Sim, template: Path, events: bool) -> MarathonDriver:
         event_stream=events,
     )
     return MarathonDriver("bench", config)
+
+
+def _all(values: list[float]) -> str:
+    return ", ".join(f"{x:.3f}" for x in values)
+
+
+def report(
+    rounds: int,
+    instances: int,
+    seen: dict[bool, list[float]],
+    after_sim: dict[bool, list[float]],
+    gets: list[float],
+) -> None:
+    ev, poll = statistics.median(seen[True]), statistics.median(seen[False])
+    sim_part = [
+        a - b for mode in (True, False) for a, b in zip(seen[mode], after_sim[mode], strict=True)
+    ]
+    print(f"rounds per mode: {rounds} (rolling upgrades of {instances} instances, real containers)")
+    print(f"event stream: median {ev:.3f} s  (all: {_all(seen[True])})")
+    print(f"polling     : median {poll:.3f} s  (all: {_all(seen[False])})")
+    print(
+        "of which the simulator (last healthy -> deployment_success): "
+        f"median {statistics.median(sim_part):.3f} s"
+    )
+    print(
+        "after the simulator finished the deployment: "
+        f"events median {statistics.median(after_sim[True]):.3f} s, "
+        f"polling median {statistics.median(after_sim[False]):.3f} s"
+    )
+    gets_ms = sorted(x * 1000 for x in gets)
+    print(
+        f"API GET /v2/apps/{{id}}?embed=app.tasks during rollouts: {len(gets_ms)} requests, "
+        f"median {statistics.median(gets_ms):.1f} ms, "
+        f"p99 {gets_ms[int(len(gets_ms) * 0.99)]:.1f} ms, max {gets_ms[-1]:.1f} ms"
+    )
+    print(
+        f"polling / events: {poll / ev:.1f}x; target with events <= 0.5 s: "
+        f"{'met' if ev <= 0.5 else 'NOT met'}"
+    )
 
 
 def main() -> int:
@@ -120,9 +192,10 @@ def main() -> int:
                 log = DeploymentLog(sim.url)
                 seen: dict[bool, list[float]] = {True: [], False: []}
                 after_sim: dict[bool, list[float]] = {True: [], False: []}
+                gets: list[float] = []
                 for i in range(rounds + 1):
                     for mode, driver in drivers.items():
-                        latency, reaction = one_deploy(driver, sim, log, images[i % 2])
+                        latency, reaction = one_deploy(driver, sim, log, images[i % 2], gets)
                         if i > 0:  # the first round creates the apps: not an upgrade
                             seen[mode].append(latency)
                             after_sim[mode].append(reaction)
@@ -133,19 +206,7 @@ def main() -> int:
                 with contextlib.suppress(docker.errors.APIError):
                     client.images.remove(image.id, force=True)
             reg.stop()
-    ev, poll = statistics.median(seen[True]), statistics.median(seen[False])
-    print(f"rounds per mode: {rounds} (rolling upgrades of {instances} instances, real containers)")
-    print(f"event stream: median {ev:.3f} s  (all: {', '.join(f'{x:.3f}' for x in seen[True])})")
-    print(f"polling     : median {poll:.3f} s  (all: {', '.join(f'{x:.3f}' for x in seen[False])})")
-    print(
-        "after the simulator finished the deployment: "
-        f"events median {statistics.median(after_sim[True]):.3f} s, "
-        f"polling median {statistics.median(after_sim[False]):.3f} s"
-    )
-    print(
-        f"polling / events: {poll / ev:.1f}x; target with events <= 0.5 s: "
-        f"{'met' if ev <= 0.5 else 'NOT met'}"
-    )
+    report(rounds, instances, seen, after_sim, gets)
     return 0
 
 
