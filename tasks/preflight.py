@@ -60,11 +60,10 @@ def publish(env: EnvironmentConfig, reports: list[PreflightReport]) -> None:
         for r in reports
         for c in r.checks
     ]
-    create_table_artifact(
-        key=f"preflight-{env.name}",
-        table=rows or [{"source": "-", "check": "none configured"}],
-        description=f"pre-flight of {env.name}",
-    )
+    if rows:
+        create_table_artifact(
+            key=f"preflight-{env.name}", table=rows, description=f"pre-flight of {env.name}"
+        )
 
 
 @stage("pre-flight", retries=3)

@@ -6,9 +6,11 @@ Every HTTP client in this package sends through ``send`` so that retry decisions
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -24,6 +26,20 @@ from conveyor.errors import (
     ServerError,
     TLSVerificationFailed,
 )
+
+
+@functools.lru_cache(maxsize=32)
+def _context(cafile: str | None, _mtime_ns: int) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cafile)
+
+
+def tls_context(ca_bundle: Path | None = None) -> ssl.SSLContext:
+    """A verifying TLS context, shared: loading trust anchors costs tens of milliseconds
+    and a pipeline run makes many short-lived clients. A bundle changed on disk is
+    loaded anew."""
+    if ca_bundle is None:
+        return _context(None, 0)
+    return _context(str(ca_bundle), ca_bundle.stat().st_mtime_ns)
 
 
 def _is_tls_failure(exc: BaseException) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import ssl
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any, BinaryIO
 import httpx
 from pydantic import SecretStr
 
-from conveyor.clients.http import error_for_status, send
+from conveyor.clients.http import error_for_status, send, tls_context
 from conveyor.clients.registry_auth import RegistryAuth, TokenSource
 from conveyor.clients.registry_counting import Counters, CountingTransport
 from conveyor.config.registry import RegistryConfig
@@ -96,10 +95,7 @@ class RegistryClient:
         self.chunk_size = chunk_size
         self.counters = Counters()
         if transport is None:
-            verify: ssl.SSLContext | bool = True
-            if ca_bundle is not None:
-                verify = ssl.create_default_context(cafile=str(ca_bundle))
-            transport = httpx.HTTPTransport(verify=verify)
+            transport = httpx.HTTPTransport(verify=tls_context(ca_bundle))
         self.auth = RegistryAuth(username, password, token_source)
         self._http = httpx.Client(
             base_url=self.url,
