@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
-from conveyor.clients.http import error_for_status, send, translate_transport_errors
+from conveyor.clients.http import error_for_status, send, tls_context, translate_transport_errors
 from conveyor.errors import (
     ConveyorError,
     Locked,
@@ -48,7 +48,7 @@ def tls_verify(verify_tls: bool, ca_bundle: Path | None) -> ssl.SSLContext | boo
     """httpx's ``verify`` from the pipeline's settings: verified by default."""
     if not verify_tls:
         return False
-    return ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    return tls_context(ca_bundle)
 
 
 def _app_path(app_id: str) -> str:
