@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
+from conveyor.cli.pipeline_cmds import need_server
+
 console = Console()
 err = Console(stderr=True)
 
@@ -66,6 +68,7 @@ def list_approvals() -> None:
     """List paused flow runs and what each waits for."""
     from prefect import get_client
 
+    need_server()
     with get_client(sync_client=True) as client:
         runs = _paused_runs(client)
         if not runs:
@@ -93,6 +96,7 @@ def list_approvals() -> None:
 
 
 def _resume(ref: str, run_input: dict[str, str]) -> None:
+    need_server()
     from prefect import get_client
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import resume_flow_run

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -38,9 +39,26 @@ pipeline_cmds.register(app)
 inspect_cmds.register(app)
 
 
+def _point_at_local_prefect() -> None:
+    """With no PREFECT_API_URL, use the local stack's server when it runs: without one,
+    Prefect would run flows against a throw-away in-process server that no UI, worker
+    or `conveyor approve` in another terminal can see."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from conveyor.localstack.stack import LocalStack
+
+    home = Path(os.environ.get("CONVEYOR_HOME", ".conveyor"))
+    if not (home / "stack.json").exists():
+        return
+    stack = LocalStack(home)
+    if stack.prefect.healthy():
+        os.environ["PREFECT_API_URL"] = stack.prefect.api_url
+
+
 def main() -> None:
     """Entry point: conveyor's own errors end in one clear message, not a traceback."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    _point_at_local_prefect()
     try:
         app()
     except ConfigError as exc:

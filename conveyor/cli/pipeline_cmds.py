@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,17 @@ PipelineOpt = Annotated[
 DEFAULT_PIPELINE = Path("deployments/local.yaml")
 
 
+def need_server() -> None:
+    """Flows and approvals need a Prefect server that others can see: without one,
+    Prefect would fall back to a throw-away in-process server."""
+    if not os.environ.get("PREFECT_API_URL"):
+        err.print(
+            "[red]no Prefect server:[/] PREFECT_API_URL is not set and the local stack's "
+            "server is not running. Run `conveyor up`, or point PREFECT_API_URL at your server."
+        )
+        raise typer.Exit(2)
+
+
 def ship(
     pipeline: PipelineOpt = DEFAULT_PIPELINE,
     auto_approve: Annotated[
@@ -27,6 +39,7 @@ def ship(
     ] = None,
 ) -> None:
     """Build, scan, push and take the app through every environment."""
+    need_server()
     from flows.ship import ship as ship_flow
 
     if auto_approve:
@@ -45,6 +58,7 @@ def nightly(
     ] = True,
 ) -> None:
     """The nightly integration run, now: integration and its tests, never production."""
+    need_server()
     from flows.nightly import nightly_integration
 
     console.print(
@@ -60,6 +74,7 @@ def promote(
     ] = "production",
 ) -> None:
     """Approval, promotion and deploy of a given digest (the run pauses for approval)."""
+    need_server()
     from flows.promote import promote as promote_flow
 
     console.print(
@@ -72,6 +87,7 @@ def rollback(
     pipeline: PipelineOpt = DEFAULT_PIPELINE,
 ) -> None:
     """Return an environment to the release it ran before."""
+    need_server()
     from flows.rollback import rollback as rollback_flow
 
     console.print(rollback_flow(pipeline=str(pipeline), environment=environment))
