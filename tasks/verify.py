@@ -10,7 +10,7 @@ from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.probe import CheckResult, run_http_checks, run_test_command, wait_healthy
 from conveyor.release import Release, Verification
 from tasks.common import logger, stage
-from tasks.evidence import attach_evidence
+from tasks.evidence import record_evidence
 from tasks.placement import placement_result
 from tasks.wiring import driver_for
 
@@ -68,5 +68,5 @@ def run_checks(pipeline: Pipeline, env: EnvironmentConfig, release: Release) -> 
     verification = Verification(
         environment=env.name, passed=len(results) - len(failed), failed=len(failed), summary=summary
     )
-    attach_evidence(pipeline, release, "tests", env.name, verification.model_dump(mode="json"))
+    record_evidence(pipeline, release, "tests", env.name, verification.model_dump(mode="json"))
     return verification
