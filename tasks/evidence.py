@@ -35,6 +35,13 @@ def record_evidence(
     return digest
 
 
+@stage("attach evidence", retries=3)
+def attach_evidence(
+    pipeline: Pipeline, release: Release, kind: str, environment: str, payload: dict[str, Any]
+) -> str:
+    return record_evidence(pipeline, release, kind, environment, payload)
+
+
 @stage("evidence check", retries=3)
 def require_proof(pipeline: Pipeline, release: Release, previous: EnvironmentConfig) -> None:
     """Refuse a digest the previous environment has not passed, however the run started."""
