@@ -59,7 +59,13 @@ class PrefectApi:
         self.http = httpx.Client(base_url=api_url, timeout=30)
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
-        response = self.http.post(path, json=body)
+        # A Prefect server on SQLite answers 503 ("database is locked") when writes
+        # collide; Prefect's own client and the UI try again, and so do we, a few times.
+        for attempt in range(4):
+            response = self.http.post(path, json=body)
+            if response.status_code != 503:
+                break
+            time.sleep(0.2 * 2**attempt)
         response.raise_for_status()
         return response.json()
 
