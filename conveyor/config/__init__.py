@@ -5,6 +5,7 @@ any work starts and reports every problem at once, one line each, naming the fie
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,7 @@ def _resolve_paths(node: Any, base: Path) -> None:
     elif isinstance(node, dict):
         for key, value in node.items():
             if key in _PATH_KEYS and isinstance(value, str) and not Path(value).is_absolute():
-                node[key] = str(base / value)
+                node[key] = os.path.normpath(base / value)
             else:
                 _resolve_paths(value, base)
 
