@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +60,7 @@ def cluster(
     docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     require_binary("docker-registry", "apt-get install docker-registry")
-    if not shutil.which("busybox"):
-        pytest.skip("busybox-static is missing")
+    require_binary("busybox", "apt-get install busybox-static")
     tmp = tmp_path_factory.mktemp("dcos")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public = tmp / "deployer.pub"

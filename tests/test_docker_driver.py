@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import secrets
-import shutil
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -115,8 +114,7 @@ def shipped(
 ) -> Iterator[Shipped]:
     require_binary("docker-registry", "apt-get install docker-registry")
     require_binary("htpasswd", "apt-get install apache2-utils")
-    if not shutil.which("busybox"):
-        pytest.skip("busybox-static is missing")
+    require_binary("busybox", "apt-get install busybox-static")
     password = secrets.token_urlsafe(16)
     reg = RegistryServer(
         tmp_path_factory.mktemp("registry"), port=free_port(), htpasswd=(USER, SecretStr(password))

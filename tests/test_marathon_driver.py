@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,8 +36,7 @@ def images(
     docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Images]:
     require_binary("docker-registry", "apt-get install docker-registry")
-    if not shutil.which("busybox"):
-        pytest.skip("busybox-static is missing")
+    require_binary("busybox", "apt-get install busybox-static")
     reg = RegistryServer(tmp_path_factory.mktemp("registry"), port=free_port())
     reg.start(timeout=60)
     app = "m" + secrets.token_hex(4)

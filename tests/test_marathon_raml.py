@@ -20,8 +20,18 @@ import yaml
 
 from conveyor.drivers.marathon_app import load_template, render
 from conveyor.release import Release
+from tests.parts import missing
 
-REFERENCE = Path("/work/shared/reference/marathon-api/v2/types")
+# The reference specs sit in shared/ beside the checkout (as in CI and a developer's tree).
+_TYPES = Path("reference/marathon-api/v2/types")
+REFERENCE = next(
+    (
+        root / _TYPES
+        for root in (Path(__file__).resolve().parents[2] / "shared", Path("/work/shared"))
+        if (root / _TYPES).is_dir()
+    ),
+    Path(__file__).resolve().parents[2] / "shared" / _TYPES,
+)
 TEMPLATE = Path(__file__).resolve().parent.parent / "deployments" / "marathon" / "hello.json"
 BUILTIN = {"string", "integer", "number", "boolean", "object", "array", "datetime", "any", "nil"}
 
@@ -180,7 +190,9 @@ RELEASE = Release(
 @pytest.fixture(scope="module")
 def reference() -> Path:
     if not (REFERENCE / "app.raml").is_file():
-        pytest.skip(f"the Marathon RAML reference is not at {REFERENCE}")
+        missing(
+            "the Marathon RAML reference", f"expected at {REFERENCE} (shared/ beside the checkout)"
+        )
     return REFERENCE
 
 

@@ -20,7 +20,7 @@ Where things really are
     Tasks get PORT0..n, PORT, PORTS, PORT_<NAME>, HOST (the agent hostname, as on Mesos:
     bind to 127.0.0.1, not to $HOST), MARATHON_APP_ID, MARATHON_APP_VERSION, MESOS_TASK_ID.
 
-Marathon behaviour followed (RAML in /work/shared/reference/marathon-api)
+Marathon behaviour followed (RAML in shared/reference (beside the checkout)/marathon-api)
     PUT /v2/apps/{id}: 201 created / 200 updated, ``{"deploymentId","version"}`` and header
     ``Marathon-Deployment-Id``; partialUpdate defaults to true; ``{"version": V}`` alone
     redeploys stored version V. 409 with ``deployments`` when the app is locked (``?force=true``

@@ -1,5 +1,5 @@
 """Marathon's REST API v2 (the subset conveyor's driver uses), per the RAML in
-/work/shared/reference/marathon-api: status codes, bodies and headers as documented."""
+shared/reference (beside the checkout)/marathon-api: status codes, bodies and headers as documented."""
 
 from __future__ import annotations
 

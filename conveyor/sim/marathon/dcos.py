@@ -1,6 +1,6 @@
 """The DC/OS surface around Marathon: IAM service-account login, the admin router's
 token check, version metadata, system health units and Mesos agents
-(shapes per /work/shared/reference/dcos/openapi-dcos.yaml)."""
+(shapes per shared/reference (beside the checkout)/dcos/openapi-dcos.yaml)."""
 
 from __future__ import annotations
 
