@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-import docker
-
 from conveyor.clients.build_context import version_of
-from conveyor.clients.docker_engine import BuiltImage, DockerEngine
+from conveyor.clients.docker_engine import BuiltImage, DockerEngine, connect
 from conveyor.config import Pipeline
 from tasks.common import logger, stage
 
@@ -37,7 +35,7 @@ def build_image(pipeline: Pipeline, version: str | None) -> BuiltImage:
     resolved = source_version(pipeline, version)
     tag = local_tag(pipeline, resolved[0])
     log.info("building %s from %s", tag, app.context)
-    client = docker.from_env(timeout=120)
+    client = connect()
     try:
         built = DockerEngine(client).build(
             context=app.context,

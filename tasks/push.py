@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from conveyor.clients.docker_engine import BuiltImage, DockerEngine
+from conveyor.clients.docker_engine import BuiltImage, DockerEngine, connect
 from conveyor.clients.registry import RegistryClient
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.errors import ImmutableTagViolation, NotFound
 from conveyor.release import Release
 from tasks.common import logger, stage
-from tasks.wiring import docker_client, registry_auth, registry_client
+from tasks.wiring import registry_auth, registry_client
 
 OCI = "org.opencontainers.image"
 
@@ -42,7 +42,7 @@ def push_image(pipeline: Pipeline, built: BuiltImage) -> Release:
     ref = f"{cfg.host}/{cfg.repository}"
     with registry_client(pipeline) as registry:
         existing = registry.resolve(cfg.repository, built.version)
-    client = docker_client()
+    client = connect()
     try:
         if existing is not None:
             if existing in _local_digests(client, built.id, ref):

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import docker
 from pydantic import SecretStr
 
 from conveyor.clients.registry import RegistryClient
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.drivers.base import DeployDriver
-from conveyor.errors import ConnectFailed
 from conveyor.promotion import ManifestLocker
 from tasks.common import resolve_secret
-
-
-def docker_client(base_url: str | None = None) -> docker.DockerClient:
-    try:
-        if base_url:
-            return docker.DockerClient(base_url=base_url, timeout=120)
-        return docker.from_env(timeout=120)
-    except docker.errors.DockerException as exc:
-        raise ConnectFailed(
-            f"docker engine: cannot reach it ({exc}); is dockerd running?"
-        ) from None
 
 
 def registry_password(pipeline: Pipeline) -> SecretStr | None:

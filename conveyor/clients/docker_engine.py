@@ -61,6 +61,20 @@ class BuiltImage:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+def connect(base_url: str | None = None, timeout: float = 120) -> docker.DockerClient:
+    """A client of the engine at ``base_url`` (default: DOCKER_HOST or the local socket).
+
+    docker-py asks the engine for its API version here, so an engine that does not
+    answer fails now, as a transient error.
+    """
+    try:
+        if base_url:
+            return docker.DockerClient(base_url=base_url, timeout=timeout)
+        return docker.from_env(timeout=timeout)
+    except docker.errors.DockerException as exc:
+        raise ConnectFailed(f"docker engine: cannot reach it ({exc}); is dockerd running?") from None
+
+
 @contextmanager
 def _engine_errors(what: str) -> Iterator[None]:
     """The one place docker-py's and requests' exceptions become conveyor errors."""

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import docker
 import httpx
 from pydantic import SecretStr
 
+from conveyor.clients.docker_engine import connect
 from conveyor.config import DockerDriverConfig, EnvironmentConfig, Pipeline, SecretRef
 from conveyor.drivers.base import DeployDriver
 from conveyor.drivers.docker import DockerDriver
 from conveyor.drivers.marathon import MarathonDriver
-from conveyor.errors import ConnectFailed
 
 SecretResolver = Callable[[SecretRef], SecretStr]
 
@@ -31,16 +30,7 @@ def _docker_driver(
     cfg: DockerDriverConfig,
     registry_auth: tuple[str, SecretStr] | None,
 ) -> DeployDriver:
-    try:
-        client = (
-            docker.DockerClient(base_url=cfg.docker_host, timeout=120)
-            if cfg.docker_host
-            else docker.from_env(timeout=120)
-        )
-    except docker.errors.DockerException as exc:
-        raise ConnectFailed(
-            f"docker engine: cannot reach it ({exc}); is dockerd running?"
-        ) from None
+    client = connect(cfg.docker_host)
     auth = None
     if registry_auth is not None:
         auth = {"username": registry_auth[0], "password": registry_auth[1].get_secret_value()}
