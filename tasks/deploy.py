@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import closing
+
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.drivers.base import DeployedState, DeployOutcome
 from conveyor.release import Release
@@ -11,11 +13,8 @@ from tasks.wiring import driver_for
 
 @stage("read environment", retries=3)
 def current_state(pipeline: Pipeline, env: EnvironmentConfig) -> DeployedState:
-    driver = driver_for(pipeline, env)
-    try:
+    with closing(driver_for(pipeline, env)) as driver:
         state = driver.status()
-    finally:
-        driver.close()
     logger().info(
         "%s runs %s (%d instances, %s)",
         env.name,
@@ -29,10 +28,7 @@ def current_state(pipeline: Pipeline, env: EnvironmentConfig) -> DeployedState:
 @stage("deploy", retries=3)
 def deploy(pipeline: Pipeline, env: EnvironmentConfig, release: Release) -> DeployOutcome:
     log = logger()
-    driver = driver_for(pipeline, env)
-    try:
+    with closing(driver_for(pipeline, env)) as driver:
         outcome = driver.deploy(release, progress=lambda msg: log.info("%s | %s", env.name, msg))
-    finally:
-        driver.close()
     log.info("%s: %s", env.name, outcome.message)
     return outcome

@@ -4,6 +4,8 @@ alarms), as the environment's pipeline file says; every check lands in one table
 
 from __future__ import annotations
 
+from contextlib import closing
+
 from prefect.artifacts import create_table_artifact
 
 from conveyor.clients.vsphere import VSphereClient
@@ -32,15 +34,12 @@ def demand_of(env: EnvironmentConfig) -> Demand | None:
 
 
 def dcos_report(pipeline: Pipeline, env: EnvironmentConfig, release: Release) -> PreflightReport:
-    driver = driver_for(pipeline, env)
-    try:
+    with closing(driver_for(pipeline, env)) as driver:
         if not isinstance(driver, MarathonDriver):
             raise ConfigError(
                 "pipeline", [f"environments.{env.name}.preflight.dcos: needs the marathon driver"]
             )
         return driver.preflight(release)
-    finally:
-        driver.close()
 
 
 def vsphere_report(env: EnvironmentConfig, cfg: VSphereConfig) -> PreflightReport:

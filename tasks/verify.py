@@ -3,6 +3,8 @@ command and, where vCenter is configured, the spread of instances over ESXi host
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import httpx
 from prefect.artifacts import create_table_artifact
 
@@ -38,11 +40,8 @@ def _checks(pipeline: Pipeline, env: EnvironmentConfig, urls: list[str]) -> list
 @stage("verify", retries=1)
 def run_checks(pipeline: Pipeline, env: EnvironmentConfig, release: Release) -> Verification:
     """Every check runs and is reported; the caller decides what a failure means."""
-    driver = driver_for(pipeline, env)
-    try:
+    with closing(driver_for(pipeline, env)) as driver:
         state = driver.status()
-    finally:
-        driver.close()
     urls = [i.url for i in state.instances]
     results = _checks(pipeline, env, urls)
     placement = placement_result(pipeline, env, state)

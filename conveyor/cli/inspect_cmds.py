@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Annotated
 
 import typer
@@ -87,11 +88,8 @@ def plan(
     config = load_pipeline(pipeline)
     env = config.environment(environment)
     release = _release_for(config, environment, digest)
-    driver = driver_for(config, env)
-    try:
+    with closing(driver_for(config, env)) as driver:
         console.print(driver.plan(release), highlight=False, markup=False)
-    finally:
-        driver.close()
 
 
 def _protected(config: Pipeline) -> set[str]:
@@ -100,11 +98,8 @@ def _protected(config: Pipeline) -> set[str]:
 
     keep: set[str] = set()
     for env in config.environments:
-        driver = driver_for(config, env)
-        try:
+        with closing(driver_for(config, env)) as driver:
             state = driver.status()
-        finally:
-            driver.close()
         keep |= {d for d in (state.digest, state.previous_digest) if d}
     return keep
 
