@@ -52,7 +52,9 @@ def _first_task_after(stack: Stack, run_id: str, since: dt.datetime) -> dt.datet
 def measure(stack: Stack, app: App, root: Path, gates: int) -> list[float]:
     data = pipeline_data(app)
     data["environments"] += [
-        environment(f"stage-{n}", f"stage-{n}-ready", data["environments"][1]["tests"]["http"], "10m")
+        environment(
+            f"stage-{n}", f"stage-{n}-ready", data["environments"][1]["tests"]["http"], "10m"
+        )
         for n in range(2, gates + 1)
     ]
     pipeline = write_pipeline(root / "pipeline.yaml", data)
@@ -67,7 +69,8 @@ def measure(stack: Stack, app: App, root: Path, gates: int) -> list[float]:
             started = wait_for(
                 f"the task after the approval of {env['name']}",
                 partial(_first_task_after, stack, run_id, before),
-                timeout=30, interval=0.05,
+                timeout=30,
+                interval=0.05,
             )
             latencies.append((started - before).total_seconds())
             print(f"{env['name']:12s} resume -> next task start: {latencies[-1]:.3f} s", flush=True)
@@ -91,9 +94,11 @@ def main() -> None:
         try:
             started = time.monotonic()
             latencies = measure(stack, app, root, gates)
-            print(f"approval -> next task start, median over {len(latencies)} pauses: "
-                  f"{statistics.median(latencies):.3f} s (max {max(latencies):.3f} s; target <= 1 s); "
-                  f"whole run {time.monotonic() - started:.0f} s")
+            print(
+                f"approval -> next task start, median over {len(latencies)} pauses: "
+                f"{statistics.median(latencies):.3f} s (max {max(latencies):.3f} s; target <= 1 s); "
+                f"whole run {time.monotonic() - started:.0f} s"
+            )
         finally:
             app.clean()
             client.close()

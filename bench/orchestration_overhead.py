@@ -55,19 +55,39 @@ def direct(pipeline: Pipeline, stack: Stack, version: str) -> None:
         engine = DockerEngine(client)
         revision = version_of(app.context)[1]
         built = engine.build(
-            context=app.context, dockerfile=app.dockerfile, tag=f"{ref}:{version}",
-            build_args={"VERSION": version}, source_version=(version, revision),
+            context=app.context,
+            dockerfile=app.dockerfile,
+            tag=f"{ref}:{version}",
+            build_args={"VERSION": version},
+            source_version=(version, revision),
         )
-        result = enforce(scan(trivy_for(pipeline.scan), built.id, pipeline.scan,
-                              dockerfile=app.context / app.dockerfile))
+        result = enforce(
+            scan(
+                trivy_for(pipeline.scan),
+                built.id,
+                pipeline.scan,
+                dockerfile=app.context / app.dockerfile,
+            )
+        )
         digest = engine.push(built.id, ref, version, (USER, stack.password))
     finally:
         client.close()
-    release = Release(app=app.name, registry=cfg.host, repository=cfg.repository,
-                      digest=digest, version=version, revision=revision)
+    release = Release(
+        app=app.name,
+        registry=cfg.host,
+        repository=cfg.repository,
+        digest=digest,
+        version=version,
+        revision=revision,
+    )
     policy = TagPolicy.from_config(cfg)
-    with RegistryClient.from_config(cfg, stack.password) as registry, httpx.Client(timeout=10) as http:
-        evidence.attach_evidence(registry, cfg.repository, digest, "scan", {"summary": result.summary})
+    with (
+        RegistryClient.from_config(cfg, stack.password) as registry,
+        httpx.Client(timeout=10) as http,
+    ):
+        evidence.attach_evidence(
+            registry, cfg.repository, digest, "scan", {"summary": result.summary}
+        )
         for env in pipeline.environments:
             for tag in (version, env.tag):
                 promote(registry, cfg.repository, digest, tag, policy=policy)
@@ -80,8 +100,13 @@ def direct(pipeline: Pipeline, stack: Stack, version: str) -> None:
             wait_healthy(http, urls, env.health.path, timeout_s=env.health.timeout_s)
             checks = run_http_checks(http, urls[0], env.tests.http)
             assert all(c.passed for c in checks), checks
-            evidence.attach_evidence(registry, cfg.repository, digest, "integration",
-                                     {"passed": True, "environment": env.name})
+            evidence.attach_evidence(
+                registry,
+                cfg.repository,
+                digest,
+                "integration",
+                {"passed": True, "environment": env.name},
+            )
 
 
 def main() -> None:

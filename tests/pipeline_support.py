@@ -103,7 +103,7 @@ class PrefectApi:
     def wait_state(self, run_id: str, types: tuple[str, ...], timeout: float) -> dict[str, Any]:
         return wait_for(
             f"run {run_id} to reach {'/'.join(types)}",
-            lambda: (s if (s := self.state(run_id))["type"] in types else None),
+            lambda: s if (s := self.state(run_id))["type"] in types else None,
             timeout,
         )
 
@@ -117,7 +117,9 @@ class PrefectApi:
 
         return wait_for(f"run {run_id} to pause as {pause_key}", probe, timeout)
 
-    def resume(self, run_id: str, decision: str, approver: str, comment: str = "") -> dict[str, Any]:
+    def resume(
+        self, run_id: str, decision: str, approver: str, comment: str = ""
+    ) -> dict[str, Any]:
         """What the UI's Resume form sends for a pause that waits for input."""
         run_input = {"decision": decision, "approver": approver, "comment": comment}
         return dict(self._post(f"/flow_runs/{run_id}/resume", {"run_input": run_input}))
@@ -200,7 +202,9 @@ def start_stack(root: Path) -> Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient
+) -> Iterator[Stack]:
     """One Prefect server and one registry for every pipeline test module.
 
     Each module that imports this fixture gets its own fixture definition; the first
@@ -226,7 +230,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Docker
 def _git(repo: Path, *args: str) -> str:
     done = subprocess.run(
         ["git", "-c", "user.name=e2e", "-c", "user.email=e2e@localhost", *args],
-        cwd=repo, capture_output=True, text=True, timeout=30, check=True,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     return done.stdout.strip()
 
@@ -256,8 +264,10 @@ class App:
 
     def containers(self, environment: str, role: str = "current") -> list[Any]:
         labels = [
-            "conveyor.managed=1", f"conveyor.app={self.name}",
-            f"conveyor.environment={environment}", f"conveyor.role={role}",
+            "conveyor.managed=1",
+            f"conveyor.app={self.name}",
+            f"conveyor.environment={environment}",
+            f"conveyor.role={role}",
         ]
         return list(self.docker.containers.list(all=True, filters={"label": labels}))
 
@@ -272,7 +282,9 @@ class App:
 
     def local_tags(self) -> list[str]:
         prefix = f"{self.stack.registry.address}/{self.repository}:"
-        return [t for image in self.docker.images.list() for t in image.tags if t.startswith(prefix)]
+        return [
+            t for image in self.docker.images.list() for t in image.tags if t.startswith(prefix)
+        ]
 
     def clean(self) -> None:
         for container in self.docker.containers.list(
@@ -345,10 +357,17 @@ def pipeline_data(
     """
     health = [check("health answers", "/health", "ok")]
     envs = [
-        environment("integration", "integration-ready",
-                    integration if integration is not None else [*health, check("version", "/version")]),
-        environment("production", "production-ready",
-                    production if production is not None else health, approval_timeout),
+        environment(
+            "integration",
+            "integration-ready",
+            integration if integration is not None else [*health, check("version", "/version")],
+        ),
+        environment(
+            "production",
+            "production-ready",
+            production if production is not None else health,
+            approval_timeout,
+        ),
     ]
     for env in envs:
         if ports and env["name"] in ports:
@@ -389,8 +408,12 @@ class FlowProcess:
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", "from conveyor.cli.main import main; main()", *args],
-                cwd=REPO, env=stack.env(**env), stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                cwd=REPO,
+                env=stack.env(**env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
 
     @property
@@ -402,7 +425,9 @@ class FlowProcess:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            pytest.fail(f"conveyor {' '.join(self.args)} ran over {timeout:g}s:\n{self.output[-3000:]}")
+            pytest.fail(
+                f"conveyor {' '.join(self.args)} ran over {timeout:g}s:\n{self.output[-3000:]}"
+            )
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -410,7 +435,9 @@ class FlowProcess:
             self.proc.wait(10)
 
 
-def conveyor(stack: Stack, args: list[str], log: Path, timeout: float = 120, **env: str) -> tuple[int, str]:
+def conveyor(
+    stack: Stack, args: list[str], log: Path, timeout: float = 120, **env: str
+) -> tuple[int, str]:
     """Run ``conveyor <args>`` to its end; returns (exit code, output)."""
     process = FlowProcess(stack, args, log, **env)
     return process.wait(timeout), process.output

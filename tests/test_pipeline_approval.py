@@ -75,7 +75,14 @@ def approved(
         stack.api.resume(run_id, "approve", "alice", "looks good")
         code = flow.wait(120)
         yield Approved(
-            app, data, pipeline, run_id, flow.output, code, listing, refused,
+            app,
+            data,
+            pipeline,
+            run_id,
+            flow.output,
+            code,
+            listing,
+            refused,
             production_before,
         )
     finally:
@@ -106,7 +113,9 @@ def test_approved_release_runs_in_production_with_the_tested_digest(
 
 def test_approval_is_recorded_with_the_approver(approved: Approved, stack: Stack) -> None:
     record = next(
-        a for a in stack.api.artifacts(approved.run_id) if a["key"] == f"release-{approved.app.name}"
+        a
+        for a in stack.api.artifacts(approved.run_id)
+        if a["key"] == f"release-{approved.app.name}"
     )
     assert "| production | approve | alice | looks good |" in record["data"]
     assert any("alice approved" in line for line in stack.api.logs(approved.run_id))
@@ -138,7 +147,10 @@ def test_registry_password_is_not_in_logs_artifacts_or_output(
     assert len(logs) > 20, "the run's logs were not read back"
     assert not [line for line in logs if secret in line]
     artifacts = stack.api.artifacts(approved.run_id)
-    assert {a["key"] for a in artifacts} >= {f"release-{approved.app.name}", f"scan-{approved.app.name}"}
+    assert {a["key"] for a in artifacts} >= {
+        f"release-{approved.app.name}",
+        f"scan-{approved.app.name}",
+    }
     assert secret not in json.dumps(artifacts)
     assert secret not in approved.output
 
@@ -163,7 +175,9 @@ def test_a_rejection_from_the_terminal_leaves_production_on_the_previous_release
     assert stack.api.wait_state_key(run_id, "approval-production-2", timeout=30)["type"] == "PAUSED"
 
     code, out = conveyor(
-        stack, ["reject", name, "--as", "bob", "--reason", "release notes missing"], tmp_path / "reject.log"
+        stack,
+        ["reject", name, "--as", "bob", "--reason", "release notes missing"],
+        tmp_path / "reject.log",
     )
     assert code == 0, out[-2000:]
     assert flow.wait(60) != 0

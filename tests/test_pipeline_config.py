@@ -49,11 +49,21 @@ def _sample(tmp_path: Path) -> dict[str, Any]:
     context = tmp_path / "hello"
     context.mkdir(exist_ok=True)
     (context / "Dockerfile").write_text("FROM scratch\n")
-    registry = {"url": "http://127.0.0.1:5000", "repository": "conveyor/hello",
-                "username": "conveyor", "password": {"env": PASSWORD_ENV}}
-    envs = [{"name": n, "tag": "x", "driver": {"kind": "docker", "port": 18080}}
-            for n in ("integration", "production")]
-    return {"app": {"name": "hello", "context": str(context)}, "registry": registry, "environments": envs}
+    registry = {
+        "url": "http://127.0.0.1:5000",
+        "repository": "conveyor/hello",
+        "username": "conveyor",
+        "password": {"env": PASSWORD_ENV},
+    }
+    envs = [
+        {"name": n, "tag": "x", "driver": {"kind": "docker", "port": 18080}}
+        for n in ("integration", "production")
+    ]
+    return {
+        "app": {"name": "hello", "context": str(context)},
+        "registry": registry,
+        "environments": envs,
+    }
 
 
 def test_load_pipeline_names_the_file_and_the_field_of_every_problem(tmp_path: Path) -> None:
@@ -79,12 +89,19 @@ def test_load_pipeline_reports_a_missing_dockerfile(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda d: d["environments"][0].pop("tag"), "environments[0].tag: required field is missing"),
+        (
+            lambda d: d["environments"][0].pop("tag"),
+            "environments[0].tag: required field is missing",
+        ),
         (lambda d: d["app"].update(nmae="x"), "app.nmae: unknown field (check the spelling)"),
-        (lambda d: d["environments"][1]["driver"].pop("kind"),
-         "environments[1].driver: a driver needs 'kind' (one of: 'docker', 'marathon')"),
-        (lambda d: d["registry"].update(password={"env": "A", "file": "b"}),
-         "registry.password: Value error, set exactly one of 'env', 'file' or 'block'"),
+        (
+            lambda d: d["environments"][1]["driver"].pop("kind"),
+            "environments[1].driver: a driver needs 'kind' (one of: 'docker', 'marathon')",
+        ),
+        (
+            lambda d: d["registry"].update(password={"env": "A", "file": "b"}),
+            "registry.password: Value error, set exactly one of 'env', 'file' or 'block'",
+        ),
     ],
 )
 def test_load_pipeline_messages(tmp_path: Path, change: Any, expected: str) -> None:
@@ -106,7 +123,9 @@ def test_ship_refuses_bad_pipeline_files_before_any_work(
     missing = write_pipeline(tmp_path / "no-dockerfile.yaml", no_dockerfile)
     # Both at once: each costs mostly the start of a Python with Prefect in it.
     runs = {
-        path: FlowProcess(stack, ["ship", "-p", str(path), "--auto-approve"], path.with_suffix(".log"))
+        path: FlowProcess(
+            stack, ["ship", "-p", str(path), "--auto-approve"], path.with_suffix(".log")
+        )
         for path in (broken, missing)
     }
     codes = {path: run.wait(120) for path, run in runs.items()}
@@ -124,7 +143,9 @@ def test_ship_refuses_bad_pipeline_files_before_any_work(
 
 
 @pytest.mark.docker
-def test_the_registry_password_is_in_no_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_registry_password_is_in_no_repr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret = "s3cret-" + tmp_path.name
     monkeypatch.setenv(PASSWORD_ENV, secret)
     config = load_pipeline(write_pipeline(tmp_path / "p.yaml", _sample(tmp_path)))
@@ -135,7 +156,14 @@ def test_the_registry_password_is_in_no_repr(tmp_path: Path, monkeypatch: pytest
     try:
         driver = driver_for(config, config.environments[0])
         try:
-            shown = [repr(config), str(config), repr(resolved), repr(auth), repr(client), repr(driver)]
+            shown = [
+                repr(config),
+                str(config),
+                repr(resolved),
+                repr(auth),
+                repr(client),
+                repr(driver),
+            ]
         finally:
             driver.close()
     finally:

@@ -72,7 +72,9 @@ def connect(base_url: str | None = None, timeout: float = 120) -> docker.DockerC
             return docker.DockerClient(base_url=base_url, timeout=timeout)
         return docker.from_env(timeout=timeout)
     except docker.errors.DockerException as exc:
-        raise ConnectFailed(f"docker engine: cannot reach it ({exc}); is dockerd running?") from None
+        raise ConnectFailed(
+            f"docker engine: cannot reach it ({exc}); is dockerd running?"
+        ) from None
 
 
 @contextmanager

@@ -89,7 +89,9 @@ def error_for_status(system: str, response: httpx.Response, message: str = "") -
     return Rejected(what)
 
 
-def send(client: httpx.Client, request: httpx.Request, system: str, **kwargs: object) -> httpx.Response:
+def send(
+    client: httpx.Client, request: httpx.Request, system: str, **kwargs: object
+) -> httpx.Response:
     """Send ``request`` and translate transport failures; the caller judges the status."""
     with translate_transport_errors(system):
         return client.send(request, **kwargs)  # type: ignore[arg-type]

@@ -23,14 +23,18 @@ class AcrConfig(StrictModel):
 
 class RegistryConfig(StrictModel):
     url: str = Field(pattern=r"^https?://[^/]+$")
-    repository: str = Field(pattern=r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+    repository: str = Field(
+        pattern=r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$"
+    )
     username: str | None = None
     password: SecretRef | None = None
     ca_bundle: Path | None = None
     kind: Literal["oci", "acr"] = "oci"
     acr: AcrConfig | None = None
     # Tags that follow the newest release through a stage; every other tag is immutable.
-    moving_tags: list[str] = Field(default_factory=lambda: ["integration-ready", "production-ready"])
+    moving_tags: list[str] = Field(
+        default_factory=lambda: ["integration-ready", "production-ready"]
+    )
     # How many integration-ready digests housekeeping keeps per repository.
     keep_integration_ready: int = Field(default=10, ge=1)
 

@@ -18,7 +18,11 @@ class Check:
     detail: str = ""
 
     def line(self) -> str:
-        return f"{self.subject}: {self.name}: {self.detail}" if self.detail else f"{self.subject}: {self.name}"
+        return (
+            f"{self.subject}: {self.name}: {self.detail}"
+            if self.detail
+            else f"{self.subject}: {self.name}"
+        )
 
 
 @dataclass(frozen=True)
