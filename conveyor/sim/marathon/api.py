@@ -213,7 +213,7 @@ class MarathonApi:
     def list_deployments(self, req: Request) -> Response:
         with self.engine.lock:
             deps = sorted(self.engine.deployments.values(), key=lambda d: d.version)
-            return Response(200, [d.to_json() for d in deps])
+            return Response(200, [d.to_json(self.engine.readiness_results(d)) for d in deps])
 
     def delete_deployment(self, req: Request) -> Response:
         def run() -> Response:

@@ -309,7 +309,7 @@ class Engine:
                     del self.apps[app_id]
                     self.bus.publish("app_terminated_event", appId=app_id)
             else:
-                done = self._converge(rec, rec.definition, now, steady=dep is None)
+                done = self._converge(rec, rec.definition, now, dep)
             if dep is not None:
                 wake_at = min(wake_at, now + ACTIVE_TICK_S)
                 self._advance(dep, done and not self.faults.hangs(app_id))
@@ -325,8 +325,10 @@ class Engine:
             self.runner._kill(task)
         return not rec.tasks
 
-    def _converge(self, rec: AppRecord, target: App, now: float, steady: bool) -> bool:
-        """One step of Marathon's task replacement; True when only healthy new tasks remain."""
+    def _converge(self, rec: AppRecord, target: App, now: float, dep: Deployment | None) -> bool:
+        """One step of Marathon's task replacement; True when only healthy new tasks remain
+        (and ready: a task launched by ``dep`` counts once its readiness check passed)."""
+        steady = dep is None
         n = int(target["instances"])
         # Like Marathon's TaskReplaceActor: a task launched before the last config change is
         # old even when its settings match (a revert restores the settings under a new
@@ -340,7 +342,7 @@ class Engine:
             self.runner._kill(task)
         new = [t for t in new if t not in surplus]
         has_checks = bool(target.get("healthChecks"))
-        ready = [t for t in new if t.healthy] if has_checks else [t for t in new if t.running]
+        ready = [t for t in new if (t.healthy if has_checks else t.running) and t.ready]
         strategy = target["upgradeStrategy"]
         min_healthy = math.ceil(n * float(strategy["minimumHealthCapacity"]))
         max_capacity = int(n * (1 + float(strategy["maximumOverCapacity"])))
@@ -358,12 +360,20 @@ class Engine:
             self.runner._kill(task)
         if now >= rec.launch_not_before:
             for _ in range(room):
-                if not self.runner._launch(rec, target):
+                if not self.runner._launch(rec, target, None if dep is None else dep.id):
                     break
         # Like Marathon, a step ends only once killed tasks are really gone.
         return not old and len(rec.tasks) == len(ready) == n
 
     # --- views -----------------------------------------------------------------------
+
+    def readiness_results(self, dep: Deployment) -> list[dict[str, Any]]:
+        """readinessCheckResults of the tasks ``dep`` launched that were checked."""
+        return [
+            t.readiness.to_json(t)
+            for t in self.tasks_of(dep.app_id)
+            if t.deployment_id == dep.id and t.readiness is not None and t.readiness.probed
+        ]
 
     def tasks_of(self, app_id: str) -> list[Task]:
         rec = self.apps.get(app_id)

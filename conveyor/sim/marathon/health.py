@@ -1,4 +1,12 @@
-"""Real health probes against the task's port on 127.0.0.1, with Marathon's bookkeeping."""
+"""Real health probes against the task's port on 127.0.0.1, with Marathon's bookkeeping.
+
+Two kinds of checks, judged as each really is (docs/health-checks.md of Marathon):
+Marathon-level HTTP/TCP checks ignore ``delaySeconds`` (documented as not implemented)
+and kill a task that fails *more than* ``maxConsecutiveFailures`` times, never when it
+is 0 (HealthCheckActor compares the count before the new failure); Mesos-level
+MESOS_HTTP/MESOS_TCP checks start after ``delaySeconds`` and kill once the count
+reaches ``maxConsecutiveFailures``, so 0 kills at the first failure after grace.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +43,19 @@ def probe_tcp(port: int, timeout_s: float) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
+def is_mesos_level(check: dict[str, Any]) -> bool:
+    return str(check.get("protocol", "HTTP")).startswith("MESOS_")
+
+
+def first_probe_after(check: dict[str, Any], soonest: float) -> float:
+    """Seconds from the task's start to its first probe."""
+    if is_mesos_level(check):
+        return max(float(check["delaySeconds"]), soonest)
+    # Marathon ticks app-wide every intervalSeconds, so a new task's first probe comes at
+    # the next tick: probing at once is the earliest a real Marathon could.
+    return soonest
+
+
 def run_probe(check: dict[str, Any], task: Task) -> str | None:
     port = check.get("port") or task.ports[int(check.get("portIndex", 0))]
     timeout = float(check["timeoutSeconds"])
@@ -68,14 +89,17 @@ def record(
     if in_grace and not task.ever_healthy:
         # Marathon ignores failures until the task is healthy once or grace runs out.
         return Verdict(changed=False, kill=False)
+    failures_before = result.consecutive_failures
     result.alive = False
     result.consecutive_failures += 1
     result.last_failure = stamp
     result.last_failure_cause = cause
     limit = int(check["maxConsecutiveFailures"])
-    return Verdict(
-        changed=before is not False, kill=limit > 0 and result.consecutive_failures >= limit
-    )
+    if is_mesos_level(check):
+        kill = result.consecutive_failures >= limit
+    else:
+        kill = limit > 0 and failures_before >= limit
+    return Verdict(changed=before is not False, kill=kill)
 
 
 class Prober:

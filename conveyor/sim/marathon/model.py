@@ -39,6 +39,17 @@ HEALTH_DEFAULTS: dict[str, Any] = {
     "ipProtocol": "IPv4",
 }
 
+READINESS_DEFAULTS: dict[str, Any] = {
+    "name": "readinessCheck",
+    "protocol": "HTTP",
+    "path": "/",
+    "portName": "http-api",
+    "intervalSeconds": 30,
+    "timeoutSeconds": 10,
+    "httpStatusCodesForReady": [200],
+    "preserveLastResponse": False,
+}
+
 # Fields that do not make tasks restart when they change (Marathon's "scale only").
 NON_CONFIG_FIELDS = {"version", "versionInfo", "instances"}
 
@@ -170,6 +181,44 @@ def _check_health(c: _Checker, checks: Any, port_count: int) -> None:
             )
 
 
+def _check_readiness(c: _Checker, checks: Any, defs: Any) -> None:
+    """Marathon's AppValidation.readinessCheckValidator, plus what the simulator can probe."""
+    if checks is None:
+        return
+    if not isinstance(checks, list):
+        c.add("/readinessChecks", "error.expected.jsarray")
+        return
+    if len(checks) > 1:
+        c.add("/readinessChecks", f"got {len(checks)}, expected 1 or less")
+    names = (
+        {pd.get("name") for pd in defs if isinstance(pd, dict)} if isinstance(defs, list) else set()
+    )
+    for i, rc in enumerate(checks):
+        base = f"/readinessChecks({i})"
+        if not isinstance(rc, dict):
+            c.add(base, "error.expected.jsobject")
+            continue
+        protocol = rc.get("protocol", "HTTP")
+        if protocol not in ("HTTP", "HTTPS"):
+            c.add(f"{base}/protocol", "error.expected.validenumvalue")
+        elif protocol == "HTTPS":
+            c.add(f"{base}/protocol", "HTTPS readiness checks are not supported by the simulator")
+        port_name = rc.get("portName", "http-api")
+        if port_name not in names:
+            c.add(f"{base}/portName", f"No port definition reference for portName {port_name}")
+        c.minimum(rc, "intervalSeconds", 0, f"{base}/intervalSeconds")
+        c.minimum(rc, "timeoutSeconds", 1, f"{base}/timeoutSeconds")
+        interval, timeout = rc.get("intervalSeconds", 30), rc.get("timeoutSeconds", 10)
+        numbers = isinstance(interval, int | float) and isinstance(timeout, int | float)
+        if numbers and timeout >= interval:
+            c.add(f"{base}/timeoutSeconds", f"got {timeout}, expected less than {interval}")
+        codes = rc.get("httpStatusCodesForReady", [200])
+        if not isinstance(codes, list) or not codes:
+            c.add(f"{base}/httpStatusCodesForReady", "must not be empty")
+        elif not all(isinstance(x, int) and 100 <= x <= 999 for x in codes):
+            c.add(f"{base}/httpStatusCodesForReady", "expected HTTP status codes 100 to 999")
+
+
 def _check_ports(c: _Checker, defs: Any) -> None:
     if defs is None:
         return
@@ -257,6 +306,7 @@ def validate(app: App) -> None:
     _check_networks(c, app.get("networks"))
     defs = app.get("portDefinitions")
     _check_health(c, app.get("healthChecks"), len(defs) if isinstance(defs, list) else 1)
+    _check_readiness(c, app.get("readinessChecks"), defs)
     if c.details:
         raise InvalidApp(c.details)
 
@@ -311,6 +361,7 @@ def with_defaults(app: App) -> App:
         }
         for hc in out["healthChecks"]
     ]
+    out["readinessChecks"] = [{**READINESS_DEFAULTS, **rc} for rc in out["readinessChecks"]]
     return out
 
 

@@ -10,9 +10,12 @@ import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.sim.marathon.model import App, new_id, now_iso
+
+if TYPE_CHECKING:
+    from conveyor.sim.marathon.readiness import Readiness
 
 REACHABLE_ADDRESS = "127.0.0.1"
 
@@ -76,6 +79,9 @@ class Task:
     started_mono: float = 0.0
     health: list[HealthResult] = field(default_factory=list)
     ever_healthy: bool = False
+    # The deployment that launched the task; its readiness check reports to that one.
+    deployment_id: str | None = None
+    readiness: Readiness | None = None
 
     @property
     def running(self) -> bool:
@@ -84,6 +90,11 @@ class Task:
     @property
     def healthy(self) -> bool:
         return self.running and all(h.alive for h in self.health)
+
+    @property
+    def ready(self) -> bool:
+        """Passed its readiness check, or has none to pass."""
+        return self.readiness is None or self.readiness.ready
 
     @property
     def unhealthy(self) -> bool:
@@ -125,7 +136,8 @@ class Deployment:
     current_step: int = 1
     fake_until: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, readiness: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """``readiness``: readinessCheckResults of the tasks this deployment launched."""
         index = min(self.current_step, len(self.steps)) - 1
         return {
             "id": self.id,
@@ -133,7 +145,9 @@ class Deployment:
             "affectedApps": [self.app_id],
             "affectedPods": [],
             "steps": [{"actions": actions} for actions in self.steps],
-            "currentActions": [{**a, "readinessCheckResults": []} for a in self.steps[index]],
+            "currentActions": [
+                {**a, "readinessCheckResults": readiness or []} for a in self.steps[index]
+            ],
             "currentStep": self.current_step,
             "totalSteps": len(self.steps),
         }

@@ -11,7 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from conveyor.sim.marathon import health
+from conveyor.sim.marathon import health, readiness
 from conveyor.sim.marathon.events import EventBus
 from conveyor.sim.marathon.faults import Faults
 from conveyor.sim.marathon.model import App, new_id, now_iso
@@ -103,8 +103,9 @@ class TaskRunner:
 
     # --- launch --------------------------------------------------------------
 
-    def _launch(self, rec: AppRecord, app: App) -> bool:
-        """Stage one task of ``app``; False when no agent has the resources (wait for offers)."""
+    def _launch(self, rec: AppRecord, app: App, deployment_id: str | None = None) -> bool:
+        """Stage one task of ``app``; False when no agent has the resources (wait for offers).
+        A task launched by a deployment must pass the app's readiness check for it."""
         offer = self.cluster.allocate(
             float(app["cpus"]), float(app["mem"]), len(app.get("portDefinitions") or [])
         )
@@ -120,8 +121,11 @@ class TaskRunner:
             definition=app,
             agent=agent,
             ports=ports,
+            deployment_id=deployment_id,
         )
         task.health = [HealthResult() for _ in app.get("healthChecks") or []]
+        if deployment_id is not None:
+            task.readiness = readiness.for_task(app, ports)
         rec.tasks[task.id] = task
         self._status(task, "TASK_STAGING")
         self._pool.submit(self._start_container, task, task_env(app, task))
@@ -146,8 +150,9 @@ class TaskRunner:
             task.state = "TASK_RUNNING"
             task.started_at = now_iso()
             task.started_mono = now
-            for result in task.health:
-                result.next_probe_at = now + MIN_PROBE_INTERVAL_S
+            checks = task.definition.get("healthChecks") or []
+            for check, result in zip(checks, task.health, strict=True):
+                result.next_probe_at = now + health.first_probe_after(check, MIN_PROBE_INTERVAL_S)
             self._status(task, "TASK_RUNNING")
             self.lock.notify_all()
 
@@ -234,7 +239,20 @@ class TaskRunner:
                 )
                 self.prober.submit(self._probe, task, check, result)
             next_due = min(next_due, result.next_probe_at)
+        ready = task.readiness
+        if ready is not None and not ready.ready:
+            if not ready.in_flight and now >= ready.next_probe_at:
+                ready.in_flight = True
+                self.prober.submit(self._probe_readiness, task, ready)
+            next_due = min(next_due, max(ready.next_probe_at, now + MIN_PROBE_INTERVAL_S))
         return next_due
+
+    def _probe_readiness(self, task: Task, ready: readiness.Readiness) -> None:
+        response = readiness.probe(ready)
+        with self.lock:
+            ready.in_flight = False
+            if task.running and readiness.record(ready, response, monotonic()):
+                self.lock.notify_all()
 
     def _probe(self, task: Task, check: dict[str, Any], result: HealthResult) -> None:
         cause = self.faults.health_failure(task.app_id, task.id)
