@@ -9,17 +9,11 @@ import docker
 import httpx
 import pytest
 
-from tests.test_sim_marathon import (  # noqa: F401  (fixtures)
-    IMAGE,
-    api,
-    app_def,
-    deployed,
-    get_app,
-    make_sim,
-    sim,
-    sim_image,
-    wait_for,
-)
+from tests import test_sim_marathon as base
+from tests.test_sim_marathon import app_def, deployed, get_app, wait_for
+
+# The simulator fixtures of the base module (pytest finds fixtures by module attribute).
+sim_image, make_sim, sim, api = base.sim_image, base.make_sim, base.sim, base.api
 
 pytestmark = pytest.mark.docker
 
