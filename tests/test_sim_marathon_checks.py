@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -9,6 +10,7 @@ import docker
 import httpx
 import pytest
 
+from conveyor.sim.marathon import MarathonSim
 from tests import test_sim_marathon as base
 from tests.test_sim_marathon import app_def, deployed, get_app, wait_for
 
@@ -102,7 +104,7 @@ def test_delay_seconds_holds_mesos_checks_only(api: httpx.Client) -> None:
     assert marathon < 1.5, marathon
 
 
-def test_zero_max_failures_never_kills_on_http_checks(api: httpx.Client, sim: Any) -> None:
+def test_zero_max_failures_never_kills_on_http_checks(api: httpx.Client, sim: MarathonSim) -> None:
     body = app_def()
     body["healthChecks"][0].update(maxConsecutiveFailures=0, gracePeriodSeconds=0)
     api.put("/v2/apps/keep", json=body).raise_for_status()
@@ -117,3 +119,46 @@ def test_zero_max_failures_never_kills_on_http_checks(api: httpx.Client, sim: An
     wait_for("three failed probes", failed_thrice, timeout=10)
     app = get_app(api, "/keep")
     assert [t["id"] for t in app["tasks"]] == [task] and app["tasksUnhealthy"] == 1
+
+
+def test_cpus_and_mem_become_container_limits(
+    sim: MarathonSim, api: httpx.Client, docker_client: docker.DockerClient
+) -> None:
+    api.put("/v2/apps/limits", json=app_def(cpus=0.25, mem=48)).raise_for_status()
+    wait_for("the app healthy", lambda: deployed(api, "/limits"))
+    task = get_app(api, "/limits")["tasks"][0]["id"]
+    (container,) = docker_client.containers.list(filters={"label": f"conveyor.sim.task={task}"})
+    host = container.attrs["HostConfig"]
+    assert host["NanoCpus"] == 250_000_000 and host["Memory"] == 48 * 1024 * 1024
+    # Below Mesos's floors (docker refuses memory under 6 MB), and above the host's cores.
+    floor = sim.engine.runtime.limits({"cpus": 0, "mem": 1})
+    assert floor == {"nano_cpus": 10_000_000, "mem_limit": 32 * 1024 * 1024}
+    cores = int(docker_client.info()["NCPU"])
+    assert sim.engine.runtime.limits({"cpus": cores + 1, "mem": 64})["nano_cpus"] == cores * 10**9
+
+
+def test_app_waits_in_the_queue_while_the_cluster_is_full(
+    make_sim: Callable[..., MarathonSim],
+) -> None:
+    sim = make_sim(agents=1, agent_cpus=1.0)
+    with httpx.Client(base_url=sim.url, timeout=10) as api:
+        api.put("/v2/apps/first", json=app_def(cpus=0.6)).raise_for_status()
+        wait_for("the first app", lambda: deployed(api, "/first"))
+        api.put("/v2/apps/second", json=app_def(cpus=0.6)).raise_for_status()
+
+        def queued() -> list[dict[str, Any]]:
+            items = api.get("/v2/queue").json()["queue"]
+            return [i for i in items if i["processedOffersSummary"]["unusedOffersCount"] >= 2]
+
+        (item,) = wait_for("the second app in the queue", queued, timeout=10)
+        assert item["app"]["id"] == "/second" and item["count"] == 1
+        assert item["delay"] == {"timeLeftSeconds": 0, "overdue": True}
+        funnel = {
+            s["reason"]: s for s in item["processedOffersSummary"]["rejectSummaryLaunchAttempt"]
+        }
+        assert funnel["InsufficientCpus"]["declined"] >= 2
+        assert get_app(api, "/second")["tasks"] == []
+
+        api.delete("/v2/apps/first").raise_for_status()
+        wait_for("the second app to start once room frees", lambda: deployed(api, "/second"))
+        assert api.get("/v2/queue").json() == {"queue": []}

@@ -54,7 +54,8 @@ class MarathonApi:
         add("GET", "/ping", lambda r: Response(200, "pong", content_type="text/plain"))
         add("GET", "/v2/info", lambda r: Response(200, self.info))
         add("GET", "/v2/leader", lambda r: Response(200, {"leader": self.info["leader"]}))
-        add("GET", "/v2/queue", lambda r: Response(200, {"queue": []}))
+        add("GET", "/v2/queue/?", self.queue)
+        add("DELETE", "/v2/queue(?P<app_id>(/[^/]+)+?)/delay", self.reset_delay)
         add("GET", "/v2/apps/?", self.list_apps)
         add("POST", "/v2/apps/?", self.create_app)
         add("GET", APP + "/versions/(?P<version>[^/]+)", self.get_version)
@@ -207,6 +208,18 @@ class MarathonApi:
         self.engine.bus.publish(
             "api_post_event", clientIp=req.remote, uri=req.path, appDefinition=app
         )
+
+    # --- launch queue -------------------------------------------------------------
+
+    def queue(self, req: Request) -> Response:
+        with self.engine.lock:
+            return Response(200, {"queue": self.engine.queue()})
+
+    def reset_delay(self, req: Request) -> Response:
+        app_id = model.normalize_id(req.params["app_id"])
+        if self.engine.reset_delay(app_id):
+            return Response(204)
+        return message(404, f"There is no delay for the app '{app_id}'")
 
     # --- deployments, tasks, events ------------------------------------------------
 

@@ -178,15 +178,14 @@ class DcosApi:
         )
 
     def slaves(self, req: Request) -> Response:
-        span = self.cluster.port_range
         slaves: list[dict[str, Any]] = []
         with self.lock:
             for agent in self.cluster.agents:
-                slaves.append(self._agent(agent, span))
+                slaves.append(self._agent(agent))
         return Response(200, {"slaves": slaves})
 
     @staticmethod
-    def _agent(agent: Agent, span: range) -> dict[str, Any]:
+    def _agent(agent: Agent) -> dict[str, Any]:
         return {
             "id": agent.id,
             "hostname": agent.hostname,
@@ -198,7 +197,7 @@ class DcosApi:
                 "mem": agent.mem,
                 "disk": agent.disk,
                 "gpus": 0,
-                "ports": f"[{span.start}-{span.stop - 1}]",
+                "ports": ranges_text(agent.port_range),
             },
             "used_resources": {
                 "cpus": round(agent.used_cpus, 4),

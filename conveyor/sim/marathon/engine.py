@@ -16,6 +16,7 @@ from typing import Any
 
 from conveyor.sim.marathon.events import EventBus
 from conveyor.sim.marathon.faults import Faults
+from conveyor.sim.marathon.launchqueue import LaunchStats, queue_item
 from conveyor.sim.marathon.model import App, config_key, new_id
 from conveyor.sim.marathon.runtime import DockerRuntime
 from conveyor.sim.marathon.state import AppRecord, Cluster, Deployment, Task, monotonic
@@ -147,6 +148,7 @@ class Engine:
         rec.definition, rec.deleting = target, False
         rec.versions[version] = target
         rec.failures_in_row, rec.launch_not_before = 0, 0.0
+        rec.launch = LaunchStats()
         dep = Deployment(
             id=new_id(),
             version=version,
@@ -313,8 +315,8 @@ class Engine:
             if dep is not None:
                 wake_at = min(wake_at, now + ACTIVE_TICK_S)
                 self._advance(dep, done and not self.faults.hangs(app_id))
-            if rec.launch_not_before > now:
-                wake_at = min(wake_at, rec.launch_not_before)
+            if rec.launch.left:
+                wake_at = min(wake_at, max(rec.launch_not_before, rec.launch.next_offer_at))
             for task in list(rec.tasks.values()):
                 if task.running:
                     wake_at = min(wake_at, self.runner._schedule_probes(task, now))
@@ -358,14 +360,34 @@ class Engine:
             room = 1
         for task in kills:
             self.runner._kill(task)
-        if now >= rec.launch_not_before:
-            for _ in range(room):
-                if not self.runner._launch(rec, target, None if dep is None else dep.id):
-                    break
+        launched, dep_id = 0, None if dep is None else dep.id
+        if now >= max(rec.launch_not_before, rec.launch.next_offer_at):
+            while launched < room and self.runner._launch(rec, target, dep_id):
+                launched += 1
+        rec.launch.waiting(room - launched)
         # Like Marathon, a step ends only once killed tasks are really gone.
         return not old and len(rec.tasks) == len(ready) == n
 
     # --- views -----------------------------------------------------------------------
+
+    def queue(self) -> list[dict[str, Any]]:
+        """``/v2/queue``: apps with instances left to launch (waiting for offers or backoff)."""
+        now = monotonic()
+        return [
+            queue_item(copy.deepcopy(rec.definition), rec.launch, rec.launch_not_before - now)
+            for _, rec in sorted(self.apps.items())
+            if rec.launch.left and not rec.deleting
+        ]
+
+    def reset_delay(self, app_id: str) -> bool:
+        """DELETE /v2/queue/{app}/delay: launch at once; False when the app has no delay."""
+        with self.lock:
+            rec = self.current(app_id)
+            if rec is None or rec.launch_not_before <= monotonic():
+                return False
+            rec.launch_not_before = 0.0
+            self.lock.notify_all()
+            return True
 
     def readiness_results(self, dep: Deployment) -> list[dict[str, Any]]:
         """readinessCheckResults of the tasks ``dep`` launched that were checked."""

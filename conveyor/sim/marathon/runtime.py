@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 SIM_LABEL = "conveyor.sim"
 INSTANCE_LABEL = "conveyor.sim.instance"
 TASK_LABEL = "conveyor.sim.task"
+# Mesos's own floors for a container's limits (MIN_CPUS, MIN_MEMORY of its cgroups
+# isolators); 32 MB is also above docker's refusal of memory limits below 6 MB.
+MIN_CPUS = 0.01
+MIN_MEMORY_MB = 32.0
 
 
 class LaunchFailed(Exception):
@@ -72,6 +76,16 @@ class DockerRuntime:
         self.instance = instance
         self._auths = docker_auths or {}
         self._watcher: Any = None
+        self._host_cpus: float | None = None
+
+    def limits(self, app: dict[str, Any]) -> dict[str, int]:
+        """``cpus``/``mem`` as the container's CFS quota and memory limit, like Mesos's
+        isolators; CPU is capped at the host's cores, which docker refuses to exceed."""
+        if self._host_cpus is None:
+            self._host_cpus = float(self.client.info().get("NCPU") or os.cpu_count() or 1)
+        cpus = min(max(float(app["cpus"]), MIN_CPUS), self._host_cpus)
+        mem = max(float(app["mem"]), MIN_MEMORY_MB)
+        return {"nano_cpus": int(cpus * 1e9), "mem_limit": int(mem * 1024 * 1024)}
 
     @property
     def label_filter(self) -> list[str]:
@@ -122,6 +136,7 @@ class DockerRuntime:
                 labels=labels,
                 name=f"marathon-sim-{self.instance}-{task_id}"[:200],
                 init=True,
+                **self.limits(app),
                 **kwargs,
             )
         except (

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from conveyor.sim.marathon.launchqueue import LaunchStats
 from conveyor.sim.marathon.model import App, new_id, now_iso
 
 if TYPE_CHECKING:
@@ -48,19 +49,56 @@ class HealthResult:
 
 @dataclass
 class Agent:
-    """A simulated Mesos agent: its hostname is reported, 127.0.0.1 is where tasks really are."""
+    """A simulated Mesos agent: its hostname is reported, 127.0.0.1 is where tasks really are.
+    Each agent offers its own slice of the simulator's port range, since all of them
+    share one real host; so what /mesos/master/slaves lists is what can really be had."""
 
     id: str
     hostname: str
     cpus: float
     mem: float
+    port_range: range = range(0)
     disk: float = 100_000.0
     used_cpus: float = 0.0
     used_mem: float = 0.0
     ports: set[int] = field(default_factory=set)
+    next_port: int = 0
 
-    def fits(self, cpus: float, mem: float) -> bool:
-        return self.cpus - self.used_cpus >= cpus - 1e-9 and self.mem - self.used_mem >= mem - 1e-9
+    def decline(self, cpus: float, mem: float) -> str | None:
+        """Why this agent's offer cannot take a task (the funnel's first reason), or None."""
+        if self.cpus - self.used_cpus < cpus - 1e-9:
+            return "InsufficientCpus"
+        if self.mem - self.used_mem < mem - 1e-9:
+            return "InsufficientMemory"
+        return None
+
+    def take_ports(self, wanted: list[int]) -> list[int] | None:
+        """Host ports for ``wanted`` (0 = any of the range), or None when they are not free."""
+        chosen: list[int] = []
+        span, cursor = len(self.port_range), 0
+        for port in wanted:
+            if port:
+                if port not in self.port_range or port in self.ports or port in chosen:
+                    return None
+                if not port_is_free(port):
+                    return None
+                chosen.append(port)
+                continue
+            found = None
+            while found is None and cursor < span:
+                offset = (self.next_port - self.port_range.start + cursor) % span
+                candidate, cursor = self.port_range.start + offset, cursor + 1
+                mine = candidate in self.ports or candidate in chosen or candidate in wanted
+                if not mine and port_is_free(candidate):
+                    found = candidate
+            if found is None:
+                return None
+            chosen.append(found)
+        dynamic = [p for p, w in zip(chosen, wanted, strict=True) if not w]
+        if dynamic:
+            # Rotate so a just-freed port is not reused at once (stale probes).
+            self.next_port = dynamic[-1] + 1
+        return chosen
 
 
 @dataclass
@@ -172,6 +210,7 @@ class AppRecord:
     failures_in_row: int = 0
     launch_not_before: float = 0.0
     deleting: bool = False
+    launch: LaunchStats = field(default_factory=LaunchStats)
 
     def backoff(self, now: float) -> None:
         """Delay the next launch like Marathon's backoffSeconds * backoffFactor^n, capped."""
@@ -193,55 +232,41 @@ def port_is_free(port: int) -> bool:
 
 
 class Cluster:
-    """Agents and the port range they share (all containers bind on one real host)."""
+    """Agents, each with its slice of the port range (all containers bind on one real host)."""
 
     def __init__(self, name: str, agents: int, cpus: float, mem: float, ports: range) -> None:
         self.name = name
         self.framework_id = f"{new_id()}-0000"
+        share = len(ports) // agents
         self.agents = [
             Agent(
                 id=f"{self.framework_id[:36]}-S{i}",
                 hostname=f"{name}-agent-{i + 1}.example",
                 cpus=cpus,
                 mem=mem,
+                port_range=range(ports.start + i * share, ports.start + (i + 1) * share),
             )
             for i in range(agents)
         ]
         self.port_range = ports
-        self._next_port = ports.start
 
-    def used_ports(self) -> set[int]:
-        return set().union(*(a.ports for a in self.agents))
-
-    def _take_ports(self, count: int) -> list[int] | None:
-        used, taken = self.used_ports(), []
-        span = len(self.port_range)
-        for offset in range(span):
-            port = self.port_range.start + (self._next_port - self.port_range.start + offset) % span
-            if port not in used and port not in taken and port_is_free(port):
-                taken.append(port)
-                if len(taken) == count:
-                    # Rotate so a just-freed port is not reused at once (stale probes).
-                    self._next_port = port + 1
-                    return taken
-        return None
-
-    def allocate(self, cpus: float, mem: float, port_count: int) -> tuple[Agent, list[int]] | None:
-        """Place one task on the agent with most free CPU; None when no offer fits."""
-        candidates = sorted(
-            (a for a in self.agents if a.fits(cpus, mem)),
-            key=lambda a: (a.used_cpus - a.cpus, a.id),
-        )
-        if not candidates:
-            return None
-        ports = self._take_ports(port_count)
-        if ports is None:
-            return None
-        agent = candidates[0]
-        agent.used_cpus += cpus
-        agent.used_mem += mem
-        agent.ports.update(ports)
-        return agent, ports
+    def allocate(
+        self, cpus: float, mem: float, wanted_ports: list[int]
+    ) -> tuple[Agent, list[int]] | dict[str, str]:
+        """Place one task on the agent with most free CPU; when no offer fits, each agent's
+        reason for declining (agent id -> NoOfferMatchReason)."""
+        declined: dict[str, str] = {}
+        for agent in sorted(self.agents, key=lambda a: (a.used_cpus - a.cpus, a.id)):
+            reason = agent.decline(cpus, mem)
+            ports = None if reason else agent.take_ports(wanted_ports)
+            if ports is None:
+                declined[agent.id] = reason or "InsufficientPorts"
+                continue
+            agent.used_cpus += cpus
+            agent.used_mem += mem
+            agent.ports.update(ports)
+            return agent, ports
+        return declined
 
     def release(self, task: Task) -> None:
         task.agent.used_cpus = max(0.0, task.agent.used_cpus - float(task.definition["cpus"]))

@@ -106,12 +106,15 @@ class TaskRunner:
     def _launch(self, rec: AppRecord, app: App, deployment_id: str | None = None) -> bool:
         """Stage one task of ``app``; False when no agent has the resources (wait for offers).
         A task launched by a deployment must pass the app's readiness check for it."""
-        offer = self.cluster.allocate(
-            float(app["cpus"]), float(app["mem"]), len(app.get("portDefinitions") or [])
-        )
-        if offer is None:
+        defs = app.get("portDefinitions") or []
+        # requirePorts makes the definitions' port numbers the host ports, as in Marathon.
+        wanted = [int(pd["port"]) if app.get("requirePorts") else 0 for pd in defs]
+        offer = self.cluster.allocate(float(app["cpus"]), float(app["mem"]), wanted)
+        if isinstance(offer, dict):
+            rec.launch.offers(offer, used=False, now=monotonic())
             return False
         agent, ports = offer
+        rec.launch.offers({}, used=True, now=monotonic())
         instance_id = f"{app['id'].strip('/').replace('/', '_')}.instance-{new_id()}"
         task = Task(
             id=f"{instance_id}._app.1",
