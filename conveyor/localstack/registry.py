@@ -36,6 +36,33 @@ class TokenAuth:
     rootcertbundle: Path
 
 
+@dataclass(frozen=True)
+class UploadPurging:
+    """distribution's ``storage.maintenance.uploadpurging``: pushes that fail or are cut
+    off leave upload sessions under ``_uploads`` that nothing else removes.
+
+    distribution starts the first purge after a random delay of up to an hour, then
+    repeats it every ``interval``, removing sessions older than ``age``. An hour is far
+    longer than any push of ours takes, so no upload in progress is cut; a team registry
+    keeps distribution's defaults (168h and 24h) unless its pushes are quicker.
+    """
+
+    enabled: bool = True
+    age: str = "1h"
+    interval: str = "1h"
+    dryrun: bool = False
+
+    def config(self) -> dict[str, object]:
+        if not self.enabled:
+            return {"enabled": False}
+        return {
+            "enabled": True,
+            "age": self.age,
+            "interval": self.interval,
+            "dryrun": self.dryrun,
+        }
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
@@ -72,6 +99,7 @@ class RegistryServer:
         tls: tuple[Path, Path] | None = None,
         token_auth: TokenAuth | tuple[str, str, str, Path] | None = None,
         delete_enabled: bool = True,
+        upload_purging: UploadPurging | None = None,
         binary: str = BINARY,
     ) -> None:
         if htpasswd is not None and token_auth is not None:
@@ -85,6 +113,7 @@ class RegistryServer:
             token_auth = TokenAuth(*token_auth)
         self.token_auth = token_auth
         self.delete_enabled = delete_enabled
+        self.upload_purging = upload_purging or UploadPurging()
         self.binary = binary
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -146,7 +175,7 @@ class RegistryServer:
             "storage": {
                 "filesystem": {"rootdirectory": str(self.storage_path)},
                 "delete": {"enabled": self.delete_enabled},
-                "maintenance": {"uploadpurging": {"enabled": False}},
+                "maintenance": {"uploadpurging": self.upload_purging.config()},
             },
             "http": http,
         }
