@@ -152,6 +152,7 @@ def test_preflight_passes_on_a_healthy_cluster(cluster: Cluster, tmp_path: Path)
         lines = [c.line() for c in report.checks]
         assert any("DC/OS version: 2.2.0" in line for line in lines), lines
         assert any("system units: all" in line for line in lines), lines
+        assert any("host ports: need 1 host ports (any)" in line for line in lines), lines
     finally:
         driver.close()
 
@@ -180,3 +181,25 @@ def test_preflight_names_missing_resources(cluster: Cluster, tmp_path: Path) -> 
         assert "active agents fit 2" in message and "missing" in message
     finally:
         driver.close()
+
+
+def test_preflight_refuses_when_fixed_host_ports_are_taken(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    first, second = cluster.sim.state()["agents"]
+    port = first["portRange"][0] + 1
+    fixed = {"requirePorts": True, "portDefinitions": [{"port": port, "name": "http"}]}
+    holder = make_driver(cluster, tmp_path, instances=1, **fixed)
+    wanting = make_driver(cluster, tmp_path, instances=1, **fixed)
+    try:
+        holder.preflight(cluster.release).raise_for_failures()
+        assert holder.deploy(cluster.release).state.healthy
+        with pytest.raises(PreflightFailed) as info:
+            wanting.preflight(cluster.release).raise_for_failures()
+        (line,) = info.value.failures
+        assert f"host ports: need 1 host ports (fixed {port})" in line
+        assert f"{first['hostname']} port {port} taken" in line
+        assert f"{second['hostname']} port {port} not offered" in line
+    finally:
+        holder.close()
+        wanting.close()

@@ -3,12 +3,16 @@
 Three questions, each answered with checks a person can act on: which DC/OS runs,
 whether every system unit is healthy (a failing unit is named with its own output),
 and whether the active agents have room for the instances the deploy will add,
-including the extra ones Marathon's upgradeStrategy launches during a rolling upgrade.
+including the extra ones Marathon's upgradeStrategy launches during a rolling upgrade:
+CPU and memory, and the host ports of the app's port definitions (Mesos agents offer
+the port ranges of their ``ports`` resource less what tasks use; a fixed port, with
+``requirePorts``, fits an agent only where it is offered and free).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from conveyor.clients.dcos import DcosClient
@@ -18,6 +22,7 @@ from conveyor.preflight import Check, PreflightReport
 DEFAULT_CPUS = 1.0
 DEFAULT_MEM = 128.0
 DEFAULT_OVER_CAPACITY = 1.0
+RANGE = re.compile(r"(\d+)\s*-\s*(\d+)")
 # Float slack: 0.1 cpus free must fit one 0.1-cpus instance.
 EPSILON = 1e-9
 
@@ -115,5 +120,66 @@ def dcos_preflight(
         )
     ]
     checks += unit_checks(dcos.units())
-    checks += resource_checks(dcos.agents(), app, running)
+    agents = dcos.agents()
+    checks += resource_checks(agents, app, running)
+    checks += port_checks(agents, app, running)
     return PreflightReport(environment=environment, source="dcos", checks=tuple(checks))
+
+
+def port_ranges(text: Any) -> list[range]:
+    """Mesos's range notation ``[31000-31099, 31200-31200]`` as ranges."""
+    return [range(int(a), int(b) + 1) for a, b in RANGE.findall(str(text or ""))]
+
+
+def host_ports(app: dict[str, Any]) -> list[int]:
+    """Host ports one instance takes on its agent: 0 for any, a number for a fixed one."""
+    networks = app.get("networks") or [{"mode": "host"}]
+    if all((n or {}).get("mode", "container") == "host" for n in networks):
+        defs = app.get("portDefinitions")
+        defs = [{"port": 0}] if defs is None else defs
+        fixed = bool(app.get("requirePorts"))
+        return [int(pd.get("port", 0)) if fixed else 0 for pd in defs]
+    container = app.get("container") or {}
+    mappings = container.get("portMappings") or (container.get("docker") or {}).get("portMappings")
+    bridge = any((n or {}).get("mode") == "container/bridge" for n in networks)
+    default = 0 if bridge else None
+    wanted = [pm.get("hostPort", default) for pm in mappings or []]
+    return [int(p) for p in wanted if p is not None]
+
+
+def _port_room(agent: dict[str, Any], wanted: list[int]) -> tuple[int, str]:
+    """How many instances the agent's free ports take, and what is in the way."""
+    offered = port_ranges((agent.get("resources") or {}).get("ports"))
+    used = {p for r in port_ranges((agent.get("used_resources") or {}).get("ports")) for p in r}
+    free = sum(len(r) for r in offered) - len(used)
+    fixed = [p for p in wanted if p]
+    for port in fixed:
+        if not any(port in r for r in offered):
+            return 0, f"port {port} not offered"
+        if port in used:
+            return 0, f"port {port} taken"
+    dynamic = len(wanted) - len(fixed)
+    if dynamic and free - len(fixed) < dynamic:
+        return 0, f"{free} free ports"
+    if fixed:
+        # A fixed port is one agent's once: one instance per agent at most.
+        return 1, f"{free} free ports"
+    return (free // dynamic if dynamic else 10**6), f"{free} free ports"
+
+
+def port_checks(agents: list[dict[str, Any]], app: dict[str, Any], running: int) -> list[Check]:
+    wanted = host_ports(app)
+    if not wanted:
+        return []
+    need, why = instances_needed(app, running)
+    active = [a for a in agents if a.get("active", True)]
+    rooms = [(str(a.get("hostname") or a.get("id")), *_port_room(a, wanted)) for a in active]
+    room = sum(fit for _, fit, _ in rooms)
+    fixed = [p for p in wanted if p]
+    kind = f"fixed {', '.join(map(str, fixed))}" if fixed else "any"
+    per_agent = ", ".join(f"{name} {what}" for name, _, what in rooms) or "none"
+    detail = (
+        f"need {len(wanted)} host ports ({kind}) for each of {need} instances ({why}); "
+        f"active agents fit {room} ({per_agent})"
+    )
+    return [Check("cluster", "host ports", "ok" if room >= need else "fail", detail)]

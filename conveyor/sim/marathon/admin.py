@@ -71,6 +71,7 @@ class AdminApi:
                     "usedCpus": a.used_cpus,
                     "usedMem": a.used_mem,
                     "ports": sorted(a.ports),
+                    "portRange": [a.port_range.start, a.port_range.stop - 1],
                 }
                 for a in self.engine.cluster.agents
             ]
