@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
 import pytest
 
-from conveyor.sim.marathon import MarathonSim
+from conveyor.sim.marathon import MarathonSim, Settings
 from tests import test_sim_marathon as base
 from tests.test_sim_marathon import app_def, deployed, get_app, wait_for
 
@@ -162,3 +164,47 @@ def test_app_waits_in_the_queue_while_the_cluster_is_full(
         api.delete("/v2/apps/first").raise_for_status()
         wait_for("the second app to start once room frees", lambda: deployed(api, "/second"))
         assert api.get("/v2/queue").json() == {"queue": []}
+
+
+def _sim_tasks(sim: MarathonSim) -> dict[str, str | None]:
+    """Task id -> container id, from the simulator's own state dump."""
+    state = httpx.get(f"{sim.url}/_sim/state", timeout=5).json()
+    return {t["id"]: t["containerId"] for app in state["apps"].values() for t in app["tasks"]}
+
+
+def test_restart_adopts_running_containers_and_replaces_lost_ones(
+    docker_client: docker.DockerClient, sim_image: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        name=f"t{uuid.uuid4().hex[:8]}", ports=base.port_block(), state_dir=tmp_path
+    )
+    mine = {"label": f"conveyor.sim.instance={settings.name}"}
+    try:
+        with MarathonSim(settings, docker_client) as first:
+            with httpx.Client(base_url=first.url, timeout=10) as api:
+                api.put("/v2/apps/keep", json=app_def(instances=2)).raise_for_status()
+                wait_for("the app healthy", lambda: deployed(api, "/keep"))
+                version = get_app(api, "/keep")["version"]
+            before = _sim_tasks(first)
+        assert {c.id for c in docker_client.containers.list(filters=mine)} == set(before.values())
+
+        with MarathonSim(settings, docker_client) as second:
+            with httpx.Client(base_url=second.url, timeout=10) as api:
+                (app,) = api.get("/v2/apps").json()["apps"]
+                assert app["id"] == "/keep" and app["version"] == version
+                wait_for("the adopted tasks healthy", lambda: deployed(api, "/keep"))
+            assert _sim_tasks(second) == before, "the same containers must serve the app"
+        lost_task, lost_container = sorted(before.items())[0]
+        docker_client.containers.get(lost_container).remove(force=True)
+
+        with MarathonSim(settings, docker_client) as third:
+            with httpx.Client(base_url=third.url, timeout=10) as api:
+                wait_for("the lost task replaced", lambda: deployed(api, "/keep"))
+                failure = get_app(api, "/keep")["lastTaskFailure"]
+            after = _sim_tasks(third)
+        assert failure["taskId"] == lost_task and failure["state"] == "TASK_LOST"
+        assert lost_task not in after and len(after) == 2
+        assert set(before.items()) - {(lost_task, lost_container)} <= set(after.items())
+    finally:
+        for container in docker_client.containers.list(all=True, filters=mine):
+            container.remove(force=True)

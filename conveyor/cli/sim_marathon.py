@@ -44,6 +44,10 @@ def marathon(
     docker_config: Annotated[
         Path | None, typer.Option(help="docker config.json with registry auths")
     ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="Keep apps, versions and deployments here across restarts"),
+    ] = None,
 ) -> None:
     """Run a Marathon API simulator whose tasks are real containers on the Docker Engine."""
     try:
@@ -58,6 +62,7 @@ def marathon(
             name=name,
             basic_auth=basic_auth,
             docker_config=docker_config,
+            state_dir=state_dir,
         )
     except (ValueError, OSError) as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -157,6 +157,9 @@ class LocalClusters:
             str(docker_config),
             "--ports",
             "31000-31999" if c.name == "integration" else "32000-32999",
+            # Marathon keeps its apps in ZooKeeper: after down and up they are still there.
+            "--state-dir",
+            str(self.root / f"dcos-{c.name}"),
         ]
 
     def _vcenter_argv(self, agents: int) -> list[str]:

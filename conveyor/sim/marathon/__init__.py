@@ -5,11 +5,14 @@ Run it::
     python -m conveyor.sim.marathon --listen 127.0.0.1:PORT [--dcos]
         [--service-account NAME=PUBLIC_KEY_FILE ...] [--ports 31000-31999] [--agents N]
         [--agent-cpus 4] [--agent-mem 8192] [--name integration]
-        [--basic-auth USER:PASSWORD_FILE] [--docker-config CONFIG_JSON]
+        [--basic-auth USER:PASSWORD_FILE] [--docker-config CONFIG_JSON] [--state-dir DIR]
 
 It prints ``listening on http://HOST:PORT`` when ready; SIGTERM/SIGINT removes its
 containers (labels ``conveyor.sim=marathon`` and ``conveyor.sim.instance=<name>``), and
-stale ones of the same name are removed at start. In-process (tests)::
+stale ones of the same name are removed at start. With ``--state-dir`` it keeps apps,
+versions, tasks and deployments in DIR/marathon-state.json instead, leaves its tasks
+running when it stops and adopts them when it starts again (see ``persist``).
+In-process (tests)::
 
     with MarathonSim(Settings(name="t", ports=range(a, b)), docker_client) as sim: sim.url
 
@@ -34,6 +37,13 @@ Marathon behaviour followed (RAML in shared/reference (beside the checkout)/mara
     for deployments such tasks count as ready once running.
     Health checks HTTP/MESOS_HTTP (GET 127.0.0.1:port/path, 2xx-3xx healthy) and TCP/MESOS_TCP
     are really probed; COMMAND/HTTPS are refused with 422 (the simulator cannot probe them).
+    delaySeconds holds only MESOS_* checks (Marathon documents it as not implemented for
+    its own); HTTP/TCP kill after more than maxConsecutiveFailures (0: never), MESOS_* at
+    that count. readinessChecks (HTTP, by portName) hold a deployment's new tasks until
+    ready; /v2/deployments shows readinessCheckResults.
+    cpus/mem are the container's CPU quota and memory limit (floors 0.01 cpus, 32 MB, as
+    Mesos). Each agent offers its own slice of --ports; a task no agent can take waits in
+    /v2/queue (Marathon's QueueApp with the offer funnel) until room frees.
     Only host networking is supported. Each cmd runs as ``/bin/sh -c cmd`` (entrypoint
     replaced), args are passed to the image's entrypoint. Images are used when present or
     pulled (from a registry on 127.0.0.1) with ``--docker-config``/DOCKER_CONFIG credentials;

@@ -14,6 +14,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from conveyor.sim.marathon import persist
 from conveyor.sim.marathon.events import EventBus
 from conveyor.sim.marathon.faults import Faults
 from conveyor.sim.marathon.launchqueue import LaunchStats, queue_item
@@ -62,7 +63,12 @@ def _steps(action: str, app_id: str) -> list[list[dict[str, str]]]:
 
 class Engine:
     def __init__(
-        self, cluster: Cluster, runtime: DockerRuntime, bus: EventBus, faults: Faults
+        self,
+        cluster: Cluster,
+        runtime: DockerRuntime,
+        bus: EventBus,
+        faults: Faults,
+        store: persist.StateFile | None = None,
     ) -> None:
         self.lock = threading.Condition(threading.RLock())
         self.cluster = cluster
@@ -75,11 +81,24 @@ class Engine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_version = datetime.fromtimestamp(0, UTC)
+        self.store = store
 
     # --- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        self.runtime.remove_all()
+        saved = self.store.load() if self.store else None
+        if saved is None:
+            self.runtime.remove_all()
+        else:
+            with self.lock:
+                orphans = persist.restore(self, saved)
+                versions = [v for rec in self.apps.values() for v in rec.versions]
+                if versions:
+                    self._last_version = datetime.fromisoformat(
+                        max(versions).replace("Z", "+00:00")
+                    )
+            for cid in orphans:
+                self.runtime.remove(cid)
         self.runtime.watch_exits(self.runner.on_exit)
         self._thread = threading.Thread(target=self._loop, name="sim-scheduler", daemon=True)
         self._thread.start()
@@ -91,7 +110,13 @@ class Engine:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.runner.close()
-        self.runtime.remove_all()
+        if self.store is None:
+            self.runtime.remove_all()
+            return
+        # Like Marathon's tasks, the containers outlive the scheduler: the next start adopts them.
+        self.runtime.stop_watching()
+        with self.lock:
+            self.store.write(persist.snapshot(self), persist.fingerprint(self))
 
     # --- API operations ----------------------------------------------------------
 
@@ -282,9 +307,26 @@ class Engine:
                 except Exception:
                     log.exception("scheduler tick failed")
                     wake_at = monotonic() + IDLE_TICK_S
-                timeout = min(max(wake_at - monotonic(), 0.02), IDLE_TICK_S)
-                if not self._stop.is_set():
-                    self.lock.wait(timeout)
+                pending = self._pending_state()
+                if pending is None and not self._stop.is_set():
+                    self.lock.wait(min(max(wake_at - monotonic(), 0.02), IDLE_TICK_S))
+            if pending is not None:
+                # Written outside the lock (fsync), then straight to the next tick.
+                self._write_state(*pending)
+
+    def _pending_state(self) -> tuple[bytes, Any] | None:
+        """The state file's new content when the tick changed what it holds."""
+        if self.store is None:
+            return None
+        mark = persist.fingerprint(self)
+        return None if not self.store.changed(mark) else (persist.snapshot(self), mark)
+
+    def _write_state(self, payload: bytes, mark: Any) -> None:
+        assert self.store is not None
+        try:
+            self.store.write(payload, mark)
+        except OSError as exc:
+            log.error("cannot write %s: %s", self.store.path, exc)
 
     def _poll_exits(self) -> None:
         """Safety net for docker 'die' events that were missed."""

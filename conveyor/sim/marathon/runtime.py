@@ -188,6 +188,19 @@ class DockerRuntime:
         )
         return [str(c["Id"]) for c in found]
 
+    def containers_by_task(self) -> dict[str, tuple[str, str]]:
+        """Task id -> (container id, status) for every container of this instance."""
+        found = self.client.api.containers(all=True, filters={"label": self.label_filter})
+        return {
+            str((c.get("Labels") or {}).get(TASK_LABEL, c["Id"])): (str(c["Id"]), str(c["State"]))
+            for c in found
+        }
+
+    def stop_watching(self) -> None:
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+
     def watch_exits(self, on_exit: Callable[[str], None]) -> threading.Thread:
         """Call ``on_exit(container_id)`` for every container of ours that dies."""
         stream = self.client.events(
@@ -209,9 +222,7 @@ class DockerRuntime:
 
     def remove_all(self) -> int:
         """Remove every container of this simulator instance (at start: stale ones)."""
-        if self._watcher is not None:
-            self._watcher.close()
-            self._watcher = None
+        self.stop_watching()
         count = 0
         for summary in self.client.api.containers(all=True, filters={"label": self.label_filter}):
             try:

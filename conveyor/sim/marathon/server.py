@@ -21,6 +21,7 @@ from conveyor.sim.marathon.dcos import BasicAuth, DcosApi, DcosAuth, load_servic
 from conveyor.sim.marathon.engine import Engine
 from conveyor.sim.marathon.events import EventBus
 from conveyor.sim.marathon.faults import Faults
+from conveyor.sim.marathon.persist import StateFile
 from conveyor.sim.marathon.runtime import DockerRuntime, load_docker_auths
 from conveyor.sim.marathon.state import Cluster
 from conveyor.sim.marathon.web import Request, Response, Router, SimServer, message
@@ -44,6 +45,8 @@ class Settings:
     agent_mem: float = 8192.0
     basic_auth: tuple[str, str] | None = None
     docker_auths: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Where apps, versions, deployments and tasks are kept across restarts (None: nowhere).
+    state_dir: Path | None = None
 
 
 def _loopback(host: str) -> str:
@@ -64,11 +67,18 @@ class MarathonSim:
         _loopback(settings.host)
         self.faults = Faults()
         self.bus = EventBus()
+        store = StateFile(settings.state_dir) if settings.state_dir else None
+        saved = store.load() if store else None
         self.cluster = Cluster(
-            settings.name, settings.agents, settings.agent_cpus, settings.agent_mem, settings.ports
+            settings.name,
+            settings.agents,
+            settings.agent_cpus,
+            settings.agent_mem,
+            settings.ports,
+            framework_id=saved.get("frameworkId") if saved else None,
         )
         runtime = DockerRuntime(client, settings.name, settings.docker_auths)
-        self.engine = Engine(self.cluster, runtime, self.bus, self.faults)
+        self.engine = Engine(self.cluster, runtime, self.bus, self.faults, store)
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         self.httpd = SimServer((settings.host, settings.port), self.dispatch, family)
         self.port = int(self.httpd.server_address[1])
@@ -208,6 +218,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--name", default="marathon")
     parser.add_argument("--basic-auth", metavar="USER:PASSWORD_FILE")
     parser.add_argument("--docker-config", type=Path, help="docker config.json with registry auths")
+    parser.add_argument(
+        "--state-dir", type=Path, help="keep apps and deployments here across restarts"
+    )
     args = parser.parse_args(argv)
     return settings_from(
         listen=args.listen,
@@ -220,6 +233,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         name=args.name,
         basic_auth=args.basic_auth,
         docker_config=args.docker_config,
+        state_dir=args.state_dir,
     )
 
 
@@ -234,6 +248,7 @@ def settings_from(
     name: str,
     basic_auth: str | None,
     docker_config: Path | None,
+    state_dir: Path | None = None,
 ) -> Settings:
     host, _, port = listen.rpartition(":")
     host = _loopback(host.strip("[]") or "127.0.0.1")
@@ -256,6 +271,7 @@ def settings_from(
         agent_mem=agent_mem,
         basic_auth=credentials,
         docker_auths=load_docker_auths(docker_config),
+        state_dir=state_dir,
     )
 
 

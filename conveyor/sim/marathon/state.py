@@ -234,9 +234,18 @@ def port_is_free(port: int) -> bool:
 class Cluster:
     """Agents, each with its slice of the port range (all containers bind on one real host)."""
 
-    def __init__(self, name: str, agents: int, cpus: float, mem: float, ports: range) -> None:
+    def __init__(
+        self,
+        name: str,
+        agents: int,
+        cpus: float,
+        mem: float,
+        ports: range,
+        framework_id: str | None = None,
+    ) -> None:
+        """``framework_id``: the one a restarted simulator registered with before."""
         self.name = name
-        self.framework_id = f"{new_id()}-0000"
+        self.framework_id = framework_id or f"{new_id()}-0000"
         share = len(ports) // agents
         self.agents = [
             Agent(
