@@ -16,7 +16,7 @@ import jwt
 
 from conveyor.sim.marathon.faults import Faults
 from conveyor.sim.marathon.model import InvalidJson, parse_json
-from conveyor.sim.marathon.state import Agent, Cluster, ranges_text
+from conveyor.sim.marathon.state import REACHABLE_ADDRESS, Agent, Cluster, ranges_text
 from conveyor.sim.marathon.web import Request, Response, Router
 
 TOKEN_LIFETIME_S = 5 * 24 * 3600
@@ -25,6 +25,15 @@ DCOS_VERSION = {
     "dcos-variant": "open",
     "dcos-image-commit": "c5f2a5c3e4d1a8b2f0e9d7c6b5a4f3e2d1c0b9a8",
     "bootstrap-id": "0f9d8c7b6a5e4d3c2b1a09f8e7d6c5b4a3f2e1d0",
+}
+# What `dcos auth list-providers` shows; only service-account login is simulated.
+PROVIDERS = {
+    "dcos-services": {
+        "authentication-type": "dcos-uid-servicekey",
+        "description": "Signing in using a service account login token",
+        "client-method": "dcos-servicecredential-post-receive-authtoken",
+        "config": {"start_flow_url": "/acs/api/v1/auth/login"},
+    }
 }
 UNITS = [
     ("dcos-adminrouter.service", "Admin Router Master", "exposes a unified control plane proxy"),
@@ -155,8 +164,21 @@ class DcosApi:
 
     def mount(self, router: Router) -> None:
         router.add("GET", "/dcos-metadata/dcos-version.json", lambda r: Response(200, DCOS_VERSION))
+        router.add("GET", "/metadata/?", self.metadata)
+        router.add("GET", "/acs/api/v1/auth/providers/?", lambda r: Response(200, PROVIDERS))
         router.add("GET", "/system/health/v1/units/?", self.units)
         router.add("GET", "/mesos/master/slaves/?", self.slaves)
+
+    def metadata(self, req: Request) -> Response:
+        """The admin router's /metadata: the CLI files each cluster under its CLUSTER_ID."""
+        return Response(
+            200,
+            {
+                "PUBLIC_IPV4": REACHABLE_ADDRESS,
+                "CLUSTER_ID": self.cluster.framework_id[:36],
+                "SIMULATED": True,
+            },
+        )
 
     def units(self, req: Request) -> Response:
         bad = self.faults.unhealthy_units()

@@ -11,16 +11,18 @@ import copy
 import logging
 import math
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from conveyor.sim.marathon import persist
+from conveyor.sim.marathon import persist, plan
 from conveyor.sim.marathon.events import EventBus
 from conveyor.sim.marathon.faults import Faults
+from conveyor.sim.marathon.groups import GroupTree
 from conveyor.sim.marathon.launchqueue import LaunchStats, queue_item
-from conveyor.sim.marathon.model import App, config_key, new_id
+from conveyor.sim.marathon.model import App, InvalidApp, config_key, new_id
 from conveyor.sim.marathon.runtime import DockerRuntime
-from conveyor.sim.marathon.state import AppRecord, Cluster, Deployment, Task, monotonic
+from conveyor.sim.marathon.state import AppRecord, Change, Cluster, Deployment, Task, monotonic
 from conveyor.sim.marathon.tasks import TaskRunner
 
 log = logging.getLogger(__name__)
@@ -52,13 +54,19 @@ class AppExists(Exception):
     pass
 
 
-def _steps(action: str, app_id: str) -> list[list[dict[str, str]]]:
-    if action == "StartApplication":
-        return [
-            [{"action": "StartApplication", "app": app_id}],
-            [{"action": "ScaleApplication", "app": app_id}],
-        ]
-    return [[{"action": action, "app": app_id}]]
+def _versioned(original: App | None, app: App, version: str, restart: bool) -> App:
+    """``app`` stamped with ``version``; a scale-only change keeps its lastConfigChangeAt
+    (so no task restarts), a restart or a config change starts a new one."""
+    target = {k: v for k, v in copy.deepcopy(app).items() if k not in ("version", "versionInfo")}
+    same_config = (
+        original is not None and not restart and config_key(original) == config_key(target)
+    )
+    config_at = (
+        original["versionInfo"]["lastConfigChangeAt"] if same_config and original else version
+    )
+    target["version"] = version
+    target["versionInfo"] = {"lastScalingAt": version, "lastConfigChangeAt": config_at}
+    return target
 
 
 class Engine:
@@ -77,6 +85,7 @@ class Engine:
         self.faults = faults
         self.apps: dict[str, AppRecord] = {}
         self.deployments: dict[str, Deployment] = {}
+        self.tree = GroupTree()
         self.runner = TaskRunner(self.lock, cluster, runtime, bus, faults, self.apps)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -129,18 +138,21 @@ class Engine:
         return now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
     def locks_on(self, app_id: str) -> list[Deployment]:
-        return [d for d in self.deployments.values() if d.app_id == app_id]
+        return [d for d in self.deployments.values() if app_id in d.apps]
 
-    def _take_lock(self, app_id: str, force: bool) -> None:
-        held = self.locks_on(app_id)
+    def _take_locks(self, app_ids: Iterable[str], force: bool) -> None:
+        held = {d.id: d for a in app_ids for d in self.locks_on(a)}
         if held and not force:
-            raise AppLocked([d.id for d in held])
-        for dep in held:
+            raise AppLocked(sorted(held))
+        for dep in held.values():
             self._end(dep, failed="Deployment was canceled by a forced change")
 
     def current(self, app_id: str) -> AppRecord | None:
         rec = self.apps.get(app_id)
         return None if rec is None or rec.deleting else rec
+
+    def live_apps(self) -> dict[str, App]:
+        return {a: r.definition for a, r in self.apps.items() if not r.deleting}
 
     def deploy(self, app: App, force: bool, create_only: bool = False) -> tuple[Deployment, bool]:
         """Store ``app`` (validated, defaults applied) as a new version and start its deployment."""
@@ -148,62 +160,14 @@ class Engine:
             app_id = app["id"]
             if create_only and self.current(app_id) is not None:
                 raise AppExists(app_id)
-            self._take_lock(app_id, force)
-            return self._deploy(app_id, app)
-
-    def _deploy(self, app_id: str, app: App) -> tuple[Deployment, bool]:
-        rec = self.apps.get(app_id)
-        original = None if rec is None or rec.deleting else rec.definition
-        version = self._next_version()
-        target = {
-            k: v for k, v in copy.deepcopy(app).items() if k not in ("version", "versionInfo")
-        }
-        same_config = original is not None and config_key(original) == config_key(target)
-        config_at = (
-            original["versionInfo"]["lastConfigChangeAt"] if same_config and original else version
-        )
-        target["version"] = version
-        target["versionInfo"] = {"lastScalingAt": version, "lastConfigChangeAt": config_at}
-        if original is None:
-            action = "StartApplication"
-        else:
-            action = "ScaleApplication" if same_config else "RestartApplication"
-        if rec is None:
-            rec = self.apps[app_id] = AppRecord(definition=target)
-        rec.definition, rec.deleting = target, False
-        rec.versions[version] = target
-        rec.failures_in_row, rec.launch_not_before = 0, 0.0
-        rec.launch = LaunchStats()
-        dep = Deployment(
-            id=new_id(),
-            version=version,
-            app_id=app_id,
-            action=action,
-            original=original,
-            target=target,
-            steps=_steps(action, app_id),
-        )
-        self._begin(dep)
-        return dep, original is None
+            created = self.current(app_id) is None
+            return self.commit(Change(apps={app_id: app}), force), created
 
     def delete(self, app_id: str, force: bool) -> Deployment:
         with self.lock:
-            rec = self.current(app_id)
-            if rec is None:
+            if self.current(app_id) is None:
                 raise UnknownApp(app_id)
-            self._take_lock(app_id, force)
-            rec.deleting = True
-            dep = Deployment(
-                id=new_id(),
-                version=self._next_version(),
-                app_id=app_id,
-                action="StopApplication",
-                original=rec.definition,
-                target=None,
-                steps=_steps("StopApplication", app_id),
-            )
-            self._begin(dep)
-            return dep
+            return self.commit(Change(apps={app_id: None}), force)
 
     def revert(self, app_id: str, version: str, force: bool) -> Deployment:
         """PUT with only ``version``: Marathon redeploys that stored version."""
@@ -211,8 +175,34 @@ class Engine:
             rec = self.current(app_id)
             if rec is None or version not in rec.versions:
                 raise UnknownVersion(version)
-            self._take_lock(app_id, force)
-            return self._deploy(app_id, rec.versions[version])[0]
+            return self.commit(Change(apps={app_id: rec.versions[version]}), force)
+
+    def restart(self, app_id: str, force: bool) -> Deployment:
+        """POST /v2/apps/{id}/restart: same definition, every task replaced (rolling)."""
+        with self.lock:
+            rec = self.current(app_id)
+            if rec is None:
+                raise UnknownApp(app_id)
+            return self.commit(Change(apps={app_id: rec.definition}, restart={app_id}), force)
+
+    def kill(self, tasks: list[Task], scale: bool, force: bool) -> Deployment | None:
+        """Kill ``tasks``; with ``scale`` their apps shrink by as many (a deployment),
+        without it Marathon replaces them."""
+        with self.lock:
+            dep = None
+            if scale:
+                shrink: dict[str, App] = {}
+                for task in tasks:
+                    app = shrink.get(task.app_id) or copy.deepcopy(
+                        self.apps[task.app_id].definition
+                    )
+                    app["instances"] = max(0, int(app["instances"]) - 1)
+                    shrink[task.app_id] = app
+                dep = self.commit(Change(apps=dict(shrink)), force)
+            for task in tasks:
+                self.runner._kill(task)
+            self.lock.notify_all()
+            return dep
 
     def cancel(self, deployment_id: str, force: bool) -> Deployment | None:
         """DELETE /v2/deployments/{id}: cancel; without force also deploy the previous state."""
@@ -223,23 +213,16 @@ class Engine:
             self._end(dep, failed="Deployment was canceled")
             if force or dep.fake_until is not None:
                 return None
-            if dep.original is None:
-                rec = self.apps.get(dep.app_id)
-                if rec is None:
-                    return None
-                rec.deleting = True
-                rollback = Deployment(
-                    id=new_id(),
-                    version=self._next_version(),
-                    app_id=dep.app_id,
-                    action="StopApplication",
-                    original=dep.target,
-                    target=None,
-                    steps=_steps("StopApplication", dep.app_id),
-                )
-                self._begin(rollback)
-                return rollback
-            return self._deploy(dep.app_id, dep.original)[0]
+            before, after = dep.groups_before, dep.groups_after
+            back = Change(
+                apps={a: dep.original.get(a) for a in dep.apps},
+                groups={
+                    g: before.get(g)
+                    for g in set(before) | set(after)
+                    if before.get(g) != after.get(g)
+                },
+            )
+            return self.commit(back, force=True)
 
     def hold_lock(self, app_id: str, seconds: float) -> Deployment:
         """Fault: a fake deployment that locks ``app_id`` for ``seconds``."""
@@ -247,22 +230,74 @@ class Engine:
             dep = Deployment(
                 id=new_id(),
                 version=self._next_version(),
-                app_id=app_id,
-                action="RestartApplication",
-                original=None,
-                target=None,
-                steps=_steps("RestartApplication", app_id),
+                steps=[[{"action": "RestartApplication", "app": app_id}]],
                 fake_until=monotonic() + seconds,
             )
             self.deployments[dep.id] = dep
             return dep
+
+    def commit(self, change: Change, force: bool) -> Deployment:
+        """Apply ``change`` to the group tree as one new version and start its plan."""
+        with self.lock:
+            version = self._next_version()
+            before = self.live_apps()
+            target = dict(before)
+            for app_id, app in change.apps.items():
+                if app is None:
+                    target.pop(app_id, None)
+                else:
+                    target[app_id] = app
+            groups = self.tree.apply(change, target, version)
+            graph = plan.dependency_graph(target, {g: r.dependencies for g, r in groups.items()})
+            try:
+                plan.layers(graph)
+            except plan.CyclicDependencies:
+                raise InvalidApp(
+                    [{"path": "/", "errors": ["Dependency graph has cyclic dependencies."]}]
+                ) from None
+            changed = [a for a in change.apps if a in before or a in target]
+            self._take_locks(changed, force)
+            for app_id in changed:
+                if app_id in target:
+                    target[app_id] = _versioned(
+                        before.get(app_id), target[app_id], version, app_id in change.restart
+                    )
+            steps = plan.steps(before, target, changed, graph, change.restart)
+            dep = Deployment(
+                id=new_id(),
+                version=version,
+                steps=steps,
+                original={a: before[a] for a in changed if a in before},
+                target={a: target[a] for a in changed if a in target},
+                groups_before=self.tree.groups,
+                groups_after=groups,
+            )
+            self._store(dep, changed)
+            self.tree.commit(groups, target, version, changed, change)
+            self._begin(dep)
+            return dep
+
+    def _store(self, dep: Deployment, changed: list[str]) -> None:
+        for app_id in changed:
+            rec = self.apps.get(app_id)
+            app = dep.target.get(app_id)
+            if app is None:
+                if rec is not None:
+                    rec.deleting = True
+                continue
+            if rec is None:
+                rec = self.apps[app_id] = AppRecord(definition=app)
+            rec.definition, rec.deleting = app, False
+            rec.versions[str(app["version"])] = app
+            rec.failures_in_row, rec.launch_not_before = 0, 0.0
+            rec.launch = LaunchStats()
 
     # --- deployment bookkeeping ----------------------------------------------------
 
     def _begin(self, dep: Deployment) -> None:
         self.deployments[dep.id] = dep
         self.bus.publish(
-            "deployment_info", plan=dep.plan_json(), currentStep={"actions": dep.steps[0]}
+            "deployment_info", plan=dep.plan_json(), currentStep={"actions": dep.current_actions()}
         )
         self.lock.notify_all()
 
@@ -274,13 +309,25 @@ class Engine:
         else:
             self.bus.publish("deployment_success", id=dep.id, plan=dep.plan_json())
 
-    def _advance(self, dep: Deployment, done: bool) -> None:
-        """Mark steps done: every step but the last ends at once; the last ends when ``done``."""
-        while dep.current_step < len(dep.steps) or done:
+    def _action_done(self, action: dict[str, str], converged: dict[str, bool]) -> bool:
+        app_id = action["app"]
+        if action["action"] == "StartApplication":
+            return True
+        if action["action"] == "StopApplication":
+            return app_id not in self.apps
+        return converged.get(app_id, False) and not self.faults.hangs(app_id)
+
+    def _advance(self, dep: Deployment, converged: dict[str, bool]) -> None:
+        """Finish the current step once all its actions are done, then go on to the next."""
+        while True:
+            if not dep.steps:
+                self._end(dep)
+                return
+            actions = dep.current_actions()
+            if not all(self._action_done(a, converged) for a in actions):
+                return
             self.bus.publish(
-                "deployment_step_success",
-                plan=dep.plan_json(),
-                currentStep={"actions": dep.steps[dep.current_step - 1]},
+                "deployment_step_success", plan=dep.plan_json(), currentStep={"actions": actions}
             )
             if dep.current_step >= len(dep.steps):
                 self._end(dep)
@@ -289,7 +336,7 @@ class Engine:
             self.bus.publish(
                 "deployment_info",
                 plan=dep.plan_json(),
-                currentStep={"actions": dep.steps[dep.current_step - 1]},
+                currentStep={"actions": dep.current_actions()},
             )
 
     # --- the scheduler loop ------------------------------------------------------
@@ -336,32 +383,50 @@ class Engine:
         except Exception as exc:  # the daemon may be briefly away; retry next poll
             log.warning("cannot list containers: %s", exc)
 
+    def _phases(self) -> tuple[dict[str, Deployment], set[str]]:
+        """The apps whose step runs or ran (with their deployment), and the apps held back
+        because their step comes later."""
+        running: dict[str, Deployment] = {}
+        held: set[str] = set()
+        for dep in self.deployments.values():
+            if dep.fake_until is not None:
+                continue
+            for number, step in enumerate(dep.steps, start=1):
+                for action in step:
+                    if action["action"] == "StartApplication":
+                        continue
+                    if number <= dep.current_step:
+                        running[action["app"]] = dep
+                    else:
+                        held.add(action["app"])
+        return running, held - set(running)
+
     def _tick(self, now: float) -> float:
         wake_at = now + IDLE_TICK_S
-        for held in list(self.deployments.values()):
-            if held.fake_until is not None:
-                if now >= held.fake_until:
-                    self._end(held)
+        for fake in list(self.deployments.values()):
+            if fake.fake_until is not None:
+                if now >= fake.fake_until:
+                    self._end(fake)
                 else:
-                    wake_at = min(wake_at, held.fake_until)
-        deploying = {d.app_id: d for d in self.deployments.values() if d.fake_until is None}
+                    wake_at = min(wake_at, fake.fake_until)
+        running, held = self._phases()
+        converged: dict[str, bool] = {}
         for app_id, rec in list(self.apps.items()):
-            dep = deploying.get(app_id)
             if rec.deleting:
-                done = self._stop_all(rec)
-                if done and not rec.tasks:
+                if self._stop_all(rec) and not rec.tasks:
                     del self.apps[app_id]
                     self.bus.publish("app_terminated_event", appId=app_id)
-            else:
-                done = self._converge(rec, rec.definition, now, dep)
-            if dep is not None:
-                wake_at = min(wake_at, now + ACTIVE_TICK_S)
-                self._advance(dep, done and not self.faults.hangs(app_id))
+            elif app_id not in held:
+                converged[app_id] = self._converge(rec, rec.definition, now, running.get(app_id))
             if rec.launch.left:
                 wake_at = min(wake_at, max(rec.launch_not_before, rec.launch.next_offer_at))
             for task in list(rec.tasks.values()):
                 if task.running:
                     wake_at = min(wake_at, self.runner._schedule_probes(task, now))
+        for dep in list(self.deployments.values()):
+            if dep.fake_until is None:
+                wake_at = min(wake_at, now + ACTIVE_TICK_S)
+                self._advance(dep, converged)
         return wake_at
 
     def _stop_all(self, rec: AppRecord) -> bool:
@@ -435,7 +500,8 @@ class Engine:
         """readinessCheckResults of the tasks ``dep`` launched that were checked."""
         return [
             t.readiness.to_json(t)
-            for t in self.tasks_of(dep.app_id)
+            for app_id in dep.apps
+            for t in self.tasks_of(app_id)
             if t.deployment_id == dep.id and t.readiness is not None and t.readiness.probed
         ]
 

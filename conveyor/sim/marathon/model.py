@@ -15,13 +15,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from conveyor.sim.marathon import pathid
+
 App = dict[str, Any]
 Details = list[dict[str, Any]]
 
-PATH_ID = re.compile(
-    r"^(\/?((\.\.)|(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*"
-    r"([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9]))?($|\/))+$"
-)
 PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 HEALTH_PROTOCOLS = {"HTTP", "HTTPS", "TCP", "COMMAND", "MESOS_TCP", "MESOS_HTTP", "MESOS_HTTPS"}
 # What the simulator can really probe; the rest would silently never turn healthy.
@@ -50,6 +48,21 @@ READINESS_DEFAULTS: dict[str, Any] = {
     "preserveLastResponse": False,
 }
 
+# Read-only fields of AppInfo that clients echo back; Marathon ignores them on writes.
+INFO_FIELDS = {
+    "tasks",
+    "tasksRunning",
+    "tasksStaged",
+    "tasksHealthy",
+    "tasksUnhealthy",
+    "deployments",
+    "lastTaskFailure",
+    "taskStats",
+    "readinessCheckResults",
+    "versionInfo",
+    "version",
+}
+
 # Fields that do not make tasks restart when they change (Marathon's "scale only").
 NON_CONFIG_FIELDS = {"version", "versionInfo", "instances"}
 
@@ -76,7 +89,7 @@ def new_id() -> str:
 
 
 def normalize_id(app_id: str) -> str:
-    return "/" + app_id.strip("/")
+    return pathid.canonical(app_id)
 
 
 def config_key(app: App) -> str:
@@ -269,12 +282,20 @@ def validate(app: App) -> None:
     app_id = app.get("id")
     if app_id is None:
         c.add("/id", "error.path.missing")
-    elif not isinstance(app_id, str) or not app_id.strip("/") or not PATH_ID.match(app_id):
-        c.add(
-            "/id",
-            "must fully match regular expression "
-            "'^(([a-z0-9]|[a-z0-9][a-z0-9\\-]*[a-z0-9])\\.)*([a-z0-9]|[a-z0-9][a-z0-9\\-]*[a-z0-9])$'",
-        )
+    elif not isinstance(app_id, str):
+        c.add("/id", "error.expected.jsstring")
+    else:
+        for error in pathid.errors(app_id):
+            c.add("/id", error)
+    deps = app.get("dependencies")
+    if deps is not None and (
+        not isinstance(deps, list) or not all(isinstance(d, str) for d in deps)
+    ):
+        c.add("/dependencies", "error.expected.jsarray")
+    elif deps:
+        for i, dep in enumerate(deps):
+            for error in pathid.errors(dep, need_segment=False):
+                c.add(f"/dependencies({i})", error)
     for key, low in (
         ("cpus", 0),
         ("mem", 0),
@@ -315,6 +336,10 @@ def with_defaults(app: App) -> App:
     """The definition as Marathon stores and returns it: every default filled in."""
     out = copy.deepcopy(app)
     out["id"] = normalize_id(out["id"])
+    # Like Marathon's AppNormalization: dependencies resolve against the app's group.
+    out["dependencies"] = [
+        pathid.canonical(d, pathid.parent(out["id"])) for d in out.get("dependencies") or []
+    ]
     defaults: dict[str, Any] = {
         "cmd": None,
         "args": None,

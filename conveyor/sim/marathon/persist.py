@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor.sim.marathon import readiness
+from conveyor.sim.marathon.groups import records_from, records_json
 from conveyor.sim.marathon.model import now_iso
 from conveyor.sim.marathon.state import AppRecord, Deployment, HealthResult, Task, monotonic
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FILE_NAME = "marathon-state.json"
-FORMAT = 1
+FORMAT = 2  # 2: deployments over many apps, and the group tree
 LOST_MESSAGE = "Reconciliation: Task is unknown to the agent"
 
 
@@ -87,6 +88,7 @@ def fingerprint(engine: Engine) -> Any:
             for app_id, rec in engine.apps.items()
         ),
         tuple((d.id, d.current_step) for d in engine.deployments.values() if d.fake_until is None),
+        engine.tree.revision,
     )
 
 
@@ -122,10 +124,10 @@ def snapshot(engine: Engine) -> bytes:
         {
             "id": d.id,
             "version": d.version,
-            "appId": d.app_id,
-            "action": d.action,
             "original": d.original,
             "target": d.target,
+            "groupsBefore": records_json(d.groups_before),
+            "groupsAfter": records_json(d.groups_after),
             "steps": d.steps,
             "currentStep": d.current_step,
         }
@@ -138,6 +140,7 @@ def snapshot(engine: Engine) -> bytes:
         "savedAt": now_iso(),
         "apps": apps,
         "deployments": deployments,
+        "groups": engine.tree.to_json(),
     }
     return json.dumps(state, separators=(",", ":")).encode()
 
@@ -204,14 +207,15 @@ def restore(engine: Engine, state: dict[str, Any]) -> list[str]:
             deleting=bool(saved.get("deleting")),
         )
         engine.apps[app_id] = rec
+    engine.tree.load(state.get("groups") or {})
     for saved in state.get("deployments", []):
         dep = Deployment(
             id=saved["id"],
             version=saved["version"],
-            app_id=saved["appId"],
-            action=saved["action"],
-            original=saved["original"],
-            target=saved["target"],
+            original=dict(saved.get("original") or {}),
+            target=dict(saved.get("target") or {}),
+            groups_before=records_from(saved.get("groupsBefore") or {}),
+            groups_after=records_from(saved.get("groupsAfter") or {}),
             steps=saved["steps"],
             current_step=int(saved["currentStep"]),
         )

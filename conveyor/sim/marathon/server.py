@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MARATHON_VERSION = "1.11.24"
 MARATHON_PREFIX = "/service/marathon"
+PUBLIC_PATHS = {"/dcos-metadata/dcos-version.json", "/acs/api/v1/auth/providers"}
 
 
 @dataclass
@@ -152,8 +153,8 @@ class MarathonSim:
     def _dispatch_dcos(self, req: Request, auth: DcosAuth) -> Response:
         if req.path == "/acs/api/v1/auth/login" and req.method == "POST":
             return auth.login(req)
-        if req.path == "/dcos-metadata/dcos-version.json":
-            # Public in DC/OS too: the CLI reads it before anyone logs in.
+        if req.path in PUBLIC_PATHS:
+            # Public in DC/OS too: the CLI reads them before anyone logs in.
             return self._route(self.dcos_routes, req)
         denied = auth.check(req)
         if denied is not None:

@@ -163,30 +163,62 @@ class Task:
 
 
 @dataclass
-class Deployment:
+class GroupRecord:
+    """A group's own fields; its apps and subgroups are the ids below it."""
+
     id: str
     version: str
-    app_id: str
-    action: str
-    original: App | None
-    target: App | None
+    dependencies: list[str] = field(default_factory=list)
+    enforce_role: bool = False
+
+
+@dataclass
+class Change:
+    """One change of the group tree: app id -> new definition (None removes it), group id
+    -> its new fields (None removes it with everything below); ``restart`` replaces every
+    task of those apps even where the definition is unchanged."""
+
+    apps: dict[str, App | None] = field(default_factory=dict)
+    groups: dict[str, GroupRecord | None] = field(default_factory=dict)
+    restart: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Deployment:
+    """One plan: ``original``/``target`` hold the affected apps before and after (an app
+    missing from ``target`` is being stopped, one missing from ``original`` is new)."""
+
+    id: str
+    version: str
     steps: list[list[dict[str, str]]]
+    original: dict[str, App] = field(default_factory=dict)
+    target: dict[str, App] = field(default_factory=dict)
+    groups_before: dict[str, GroupRecord] = field(default_factory=dict)
+    groups_after: dict[str, GroupRecord] = field(default_factory=dict)
     current_step: int = 1
     fake_until: float | None = None
 
+    @property
+    def apps(self) -> list[str]:
+        return sorted({a["app"] for step in self.steps for a in step})
+
+    def current_actions(self) -> list[dict[str, str]]:
+        if not self.steps:
+            return []
+        return self.steps[min(self.current_step, len(self.steps)) - 1]
+
     def to_json(self, readiness: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """``readiness``: readinessCheckResults of the tasks this deployment launched."""
-        index = min(self.current_step, len(self.steps)) - 1
         return {
             "id": self.id,
             "version": self.version,
-            "affectedApps": [self.app_id],
+            "affectedApps": self.apps,
             "affectedPods": [],
             "steps": [{"actions": actions} for actions in self.steps],
             "currentActions": [
-                {**a, "readinessCheckResults": readiness or []} for a in self.steps[index]
+                {**a, "readinessCheckResults": readiness or []} for a in self.current_actions()
             ],
-            "currentStep": self.current_step,
+            "currentStep": min(self.current_step, len(self.steps)),
             "totalSteps": len(self.steps),
         }
 
@@ -195,8 +227,8 @@ class Deployment:
         return {
             "id": self.id,
             "version": self.version,
-            "original": {"id": "/", "apps": [self.original] if self.original else []},
-            "target": {"id": "/", "apps": [self.target] if self.target else []},
+            "original": {"id": "/", "apps": list(self.original.values())},
+            "target": {"id": "/", "apps": list(self.target.values())},
             "steps": [{"actions": actions} for actions in self.steps],
         }
 

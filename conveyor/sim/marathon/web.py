@@ -76,7 +76,8 @@ class Router:
             if found:
                 known = True
                 if route_method == method:
-                    return handler, {k: unquote(v) for k, v in found.groupdict().items()}, True
+                    params = {k: unquote(v) for k, v in found.groupdict().items() if v is not None}
+                    return handler, params, True
         return None, {}, known
 
 
