@@ -85,10 +85,14 @@ def fast_template(tmp: Path, **changes: Any) -> Path:
 class Sim:
     """One ``python -m conveyor.sim.marathon`` process."""
 
-    def __init__(self, proc: subprocess.Popen[str], url: str, name: str) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[str], url: str, name: str, port: int, low: int
+    ) -> None:
         self.proc = proc
         self.url = url
         self.name = name
+        self.port = port
+        self.low = low
         self.admin = httpx.Client(base_url=url, timeout=10)
 
     def fault(self, **spec: Any) -> dict[str, Any]:
@@ -105,11 +109,18 @@ class Sim:
 
 @contextmanager
 def run_sim(
-    docker_client: docker.DockerClient, *args: str, agents: int = 2, timeout_s: float = 30
+    docker_client: docker.DockerClient,
+    *args: str,
+    agents: int = 2,
+    timeout_s: float = 30,
+    again: Sim | None = None,
+    keep_containers: bool = False,
 ) -> Iterator[Sim]:
-    port = free_port()
-    low = 20000 + secrets.randbelow(20000)
-    name = "t" + secrets.token_hex(4)
+    """A simulator process; ``again``: on the port, name and task ports of an earlier one
+    (a restart); ``keep_containers``: leave its tasks running when it stops."""
+    port = again.port if again else free_port()
+    low = again.low if again else 20000 + secrets.randbelow(20000)
+    name = again.name if again else "t" + secrets.token_hex(4)
     cmd = [
         sys.executable, "-m", "conveyor.sim.marathon", "--listen", f"127.0.0.1:{port}",
         "--name", name, "--ports", f"{low}-{low + 199}", "--agents", str(agents), *args,
@@ -133,7 +144,7 @@ def run_sim(
             if time.monotonic() > deadline:
                 raise AssertionError("the Marathon simulator did not come up in time")
             time.sleep(0.1)
-        sim = Sim(proc, url, name)
+        sim = Sim(proc, url, name, port, low)
         yield sim
         sim.admin.close()
     finally:
@@ -144,5 +155,7 @@ def run_sim(
             proc.kill()
             proc.wait(timeout=10)
         leftover = {"label": f"conveyor.sim.instance={name}"}
-        for c in docker_client.containers.list(all=True, filters=leftover):
+        for c in (
+            [] if keep_containers else docker_client.containers.list(all=True, filters=leftover)
+        ):
             c.remove(force=True)
