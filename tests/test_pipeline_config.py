@@ -56,7 +56,7 @@ def _sample(tmp_path: Path) -> dict[str, Any]:
         "password": {"env": PASSWORD_ENV},
     }
     envs = [
-        {"name": n, "tag": "x", "driver": {"kind": "docker", "port": 18080}}
+        {"name": n, "tag": f"{n}-ready", "driver": {"kind": "docker", "port": 18080}}
         for n in ("integration", "production")
     ]
     return {

@@ -14,8 +14,17 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from conveyor.cli import approvals, inspect_cmds, pipeline_cmds, sim_marathon, sim_vcenter, stack
+from conveyor.cli import (
+    approvals,
+    inspect_cmds,
+    pipeline_cmds,
+    sim_marathon,
+    sim_vcenter,
+    stack,
+    validate_cmd,
+)
 from conveyor.errors import ConfigError, ConveyorError
 
 app = typer.Typer(
@@ -37,6 +46,7 @@ sim.registered_commands += sim_vcenter.app.registered_commands
 app.add_typer(sim, name="sim")
 pipeline_cmds.register(app)
 inspect_cmds.register(app)
+app.command()(validate_cmd.validate)
 
 
 def _point_at_local_prefect() -> None:
@@ -62,8 +72,9 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:
-        err.print(f"[red]{exc}[/]")
+        # Text, not markup: messages quote the user's input ("[/bold]", "{0,62}").
+        err.print(Text(str(exc), style="red"), highlight=False, soft_wrap=True)
         sys.exit(2)
     except ConveyorError as exc:
-        err.print(f"[red]{type(exc).__name__}:[/] {exc}")
+        err.print(Text.assemble((f"{type(exc).__name__}:", "red"), f" {exc}"), highlight=False)
         sys.exit(1)

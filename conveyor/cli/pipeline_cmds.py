@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from conveyor.config import load_pipeline
+
 console = Console()
 err = Console(stderr=True)
 
@@ -16,6 +18,11 @@ PipelineOpt = Annotated[
     Path, typer.Option("--pipeline", "-p", help="the pipeline file", envvar="CONVEYOR_PIPELINE")
 ]
 DEFAULT_PIPELINE = Path("deployments/local.yaml")
+
+
+# Each command checks the pipeline file as `conveyor validate` does before it asks the
+# server anything; the flow checks it again where it runs, since a worker may see
+# another checkout or other settings.
 
 
 def need_server() -> None:
@@ -39,6 +46,7 @@ def ship(
     ] = None,
 ) -> None:
     """Build, scan, push and take the app through every environment."""
+    load_pipeline(pipeline)
     need_server()
     from flows.ship import ship as ship_flow
 
@@ -58,6 +66,7 @@ def nightly(
     ] = True,
 ) -> None:
     """The nightly integration run, now: integration and its tests, never production."""
+    load_pipeline(pipeline)
     need_server()
     from flows.nightly import nightly_integration
 
@@ -74,6 +83,7 @@ def promote(
     ] = "production",
 ) -> None:
     """Approval, promotion and deploy of a given digest (the run pauses for approval)."""
+    load_pipeline(pipeline)
     need_server()
     from flows.promote import promote as promote_flow
 
@@ -87,6 +97,7 @@ def rollback(
     pipeline: PipelineOpt = DEFAULT_PIPELINE,
 ) -> None:
     """Return an environment to the release it ran before."""
+    load_pipeline(pipeline)
     need_server()
     from flows.rollback import rollback as rollback_flow
 

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from conveyor.errors import ConveyorError
 from conveyor.localstack.stack import SERVICES, LocalStack
@@ -50,7 +51,7 @@ def _clear_errors() -> Iterator[None]:
     try:
         yield
     except ConveyorError as exc:
-        err.print(f"[red]{type(exc).__name__}:[/] {exc}", highlight=False)
+        err.print(Text.assemble((f"{type(exc).__name__}:", "red"), f" {exc}"), highlight=False)
         raise typer.Exit(1) from None
 
 

@@ -9,11 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 
 from conveyor.config.app import AppConfig
-from conveyor.config.base import SecretRef, StrictModel
+from conveyor.config.base import ApproverName, SecretRef, StrictModel, approver_problem
+from conveyor.config.checks import consistency_problems, file_problems
 from conveyor.config.drivers import (
     DockerDriverConfig,
     MarathonAuth,
@@ -26,16 +26,20 @@ from conveyor.config.environment import (
     HttpCheck,
     TestsConfig,
 )
+from conveyor.config.paths import AllowedRoots
 from conveyor.config.preflight import AgentVmSelector, PreflightConfig, VSphereConfig
 from conveyor.config.registry import AcrConfig, RegistryConfig
 from conveyor.config.scan import IgnoreEntry, ScanPolicy, TrivyDbConfig
+from conveyor.config.yaml_doc import DocumentRefused, read_document
 from conveyor.errors import ConfigError
 
 __all__ = [
     "AcrConfig",
     "AgentVmSelector",
+    "AllowedRoots",
     "AppConfig",
     "ApprovalConfig",
+    "ApproverName",
     "DockerDriverConfig",
     "EnvironmentConfig",
     "HealthConfig",
@@ -51,6 +55,7 @@ __all__ = [
     "TestsConfig",
     "TrivyDbConfig",
     "VSphereConfig",
+    "approver_problem",
     "load_pipeline",
     "parse_pipeline",
 ]
@@ -61,14 +66,6 @@ class Pipeline(StrictModel):
     registry: RegistryConfig
     scan: ScanPolicy = Field(default_factory=ScanPolicy)
     environments: list[EnvironmentConfig] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _unique_environments(self) -> Pipeline:
-        names = [e.name for e in self.environments]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"environment names must be unique; repeated: {', '.join(dupes)}")
-        return self
 
     def environment(self, name: str) -> EnvironmentConfig:
         for env in self.environments:
@@ -131,23 +128,13 @@ def _resolve_paths(node: Any, base: Path) -> None:
                 _resolve_paths(value, base)
 
 
-def _file_problems(p: Pipeline) -> list[str]:
-    problems = []
-    if not p.app.context.is_dir():
-        problems.append(f"app.context: directory not found: {p.app.context}")
-    else:
-        dockerfile = p.app.context / p.app.dockerfile
-        if not dockerfile.is_file():
-            problems.append(f"app.dockerfile: file not found: {dockerfile}")
-    for i, env in enumerate(p.environments):
-        if isinstance(env.driver, MarathonDriverConfig) and not env.driver.app_template.is_file():
-            problems.append(
-                f"environments[{i}].driver.app_template: file not found: {env.driver.app_template}"
-            )
-    return problems
+def parse_pipeline(
+    data: Any, source: str, base: Path, roots: AllowedRoots | None = None
+) -> Pipeline:
+    """Validate a document read from ``source``; its relative paths are relative to ``base``.
 
-
-def parse_pipeline(data: Any, source: str, base: Path) -> Pipeline:
+    ``roots`` bounds which files it may name (default: ``base``'s repository).
+    """
     if not isinstance(data, dict):
         raise ConfigError(
             source, ["(top level): expected a mapping with app, registry, environments"]
@@ -158,19 +145,24 @@ def parse_pipeline(data: Any, source: str, base: Path) -> Pipeline:
     except ValidationError as exc:
         lines = [f"{_field_path(e['loc'])}: {_describe(e)}" for e in exc.errors()]
         raise ConfigError(source, lines) from None
-    problems = _file_problems(pipeline)
+    roots = roots or AllowedRoots.for_file(base / source)
+    problems = consistency_problems(pipeline) + file_problems(pipeline, roots)
     if problems:
         raise ConfigError(source, problems)
     return pipeline
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
-    """Read and validate a pipeline file; raise ``ConfigError`` listing every problem."""
+    """Read and validate a pipeline file and the files it names, touching no outside system.
+
+    Raise ``ConfigError`` listing every problem, one line each; a file that is too big,
+    too deep or too repetitive for its YAML to be read safely is one problem.
+    """
     file = Path(path)
     if not file.is_file():
         raise ConfigError(str(path), ["file not found"])
     try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
-    return parse_pipeline(data, str(path), file.resolve().parent)
+        data = read_document(file)
+    except DocumentRefused as exc:
+        raise ConfigError(str(path), [exc.problem]) from None
+    return parse_pipeline(data, str(path), file.resolve().parent, AllowedRoots.for_file(file))

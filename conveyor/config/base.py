@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainValidator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -46,13 +46,45 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 
 
-def _parse_duration(value: object) -> object:
-    """Accept "90s", "15m", "24h", "2d" besides pydantic's own forms."""
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m:
-            return dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-    return value
+def _parse_duration(value: object) -> dt.timedelta:
+    """ "90s", "15m", "24h", "2d": a bare number is refused, since nobody can tell whether
+    ``timeout: 24`` meant hours or seconds."""
+    if isinstance(value, dt.timedelta):
+        return value
+    m = _DURATION_RE.match(value) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(
+            f"a duration needs a unit, like '90s', '15m', '24h' or '2d' (got {value!r})"
+        )
+    return dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 
-Duration = Annotated[dt.timedelta, BeforeValidator(_parse_duration)]
+Duration = Annotated[dt.timedelta, PlainValidator(_parse_duration)]
+
+
+def approver_problem(name: object) -> str | None:
+    """Why ``name`` cannot be an approver's name, or None when it can.
+
+    Approval compares names exactly, so a blank name, or one with spaces around it or
+    characters that do not print, would be an identity nobody can tell apart from
+    another. Used for the approvers list and for every approval answer.
+    """
+    if not isinstance(name, str):
+        return "an approver's name must be a string"
+    if not name.strip():
+        return "an approver's name must not be blank"
+    if name != name.strip():
+        return f"an approver's name must not start or end with spaces (got {name!r})"
+    if not name.isprintable():
+        return f"an approver's name must be printable characters only (got {name!r})"
+    return None
+
+
+def _approver_name(name: str) -> str:
+    problem = approver_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+ApproverName = Annotated[str, AfterValidator(_approver_name)]

@@ -6,7 +6,7 @@ import datetime as dt
 
 from pydantic import Field, model_validator
 
-from conveyor.config.base import Duration, StrictModel
+from conveyor.config.base import ApproverName, Duration, StrictModel
 from conveyor.config.drivers import DockerDriverConfig, MarathonDriverConfig
 from conveyor.config.preflight import PreflightConfig
 
@@ -33,7 +33,7 @@ class TestsConfig(StrictModel):
 
 
 class ApprovalConfig(StrictModel):
-    approvers: list[str] = Field(min_length=1)
+    approvers: list[ApproverName] = Field(min_length=1)
     timeout: Duration = dt.timedelta(hours=24)
 
 
