@@ -4,6 +4,7 @@ document has its shape. Each problem is one line that starts with the field's pa
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,7 +72,7 @@ def _app_problems(p: Pipeline, roots: AllowedRoots) -> list[str]:
     if not context.is_dir():
         return [f"app.context: directory not found: {context}"]
     dockerfile = p.app.dockerfile
-    dockerfile = dockerfile if dockerfile.is_absolute() else context / dockerfile
+    dockerfile = Path(os.path.normpath(context / dockerfile))
     outside = roots.outside_repository("app.dockerfile", dockerfile, "Dockerfiles")
     if outside:
         return [outside]

@@ -51,7 +51,7 @@ class RegistryConfig(StrictModel):
         if parts.scheme == "http" and not _loopback(parts.hostname or ""):
             raise ValueError(
                 "plain http is only for 127.0.0.1, ::1 or localhost: credentials and images "
-                f"would cross the network unencrypted; use https (got {url!r})"
+                "would cross the network unencrypted; use https"
             )
         return url
 

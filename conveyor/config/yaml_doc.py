@@ -129,6 +129,17 @@ def read_document(file: Path) -> Any:
         raise DocumentRefused(f"cannot be read: {exc.strerror}") from None
     if len(raw) > MAX_BYTES:
         raise DocumentRefused(f"larger than {MAX_BYTES // 1024} KiB; a pipeline file is a few KiB")
+    try:
+        return _compose_and_construct(raw)
+    except yaml.YAMLError as exc:
+        raise DocumentRefused(_one_line(exc)) from None
+    except ValueError as exc:
+        # A scalar that YAML resolves but Python cannot build: a 5,000-digit integer,
+        # a timestamp like 2024-13-45.
+        raise DocumentRefused(f"not valid YAML: {' '.join(str(exc).split())}") from None
+
+
+def _compose_and_construct(raw: bytes) -> Any:
     loader = _BoundedLoader(raw)
     try:
         node = loader.get_single_node()
@@ -136,11 +147,5 @@ def read_document(file: Path) -> Any:
             return None
         _check_expansion(node)
         return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        raise DocumentRefused(_one_line(exc)) from None
-    except ValueError as exc:
-        # A scalar that YAML resolves but Python cannot build: a 5,000-digit integer,
-        # a timestamp like 2024-13-45.
-        raise DocumentRefused(f"not valid YAML: {' '.join(str(exc).split())}") from None
     finally:
         loader.dispose()
