@@ -28,4 +28,29 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+# Mesosphere's DC/OS CLI (the last Python release, 0.6.1) in a venv of its own: the tests
+# drive the simulator with it. Its pins (cryptography 2.0.2, PyJWT 1.4.2) do not build on
+# Python 3.11, so it is installed without them, beside the newest versions its code still
+# runs with, and a sitecustomize puts back the collections aliases it imports.
+dcos_stamp=.venv-dcoscli/.conveyor-installed
+if [ ! -f "$dcos_stamp" ] || [ scripts/setup.sh -nt "$dcos_stamp" ]; then
+  echo "setup: installing dcoscli 0.6.1 into .venv-dcoscli"
+  rm -rf .venv-dcoscli
+  "$python" -m venv .venv-dcoscli
+  .venv-dcoscli/bin/pip install -q --no-deps 'dcoscli==0.6.1' 'dcos==0.6.1'
+  .venv-dcoscli/bin/pip install -q 'jsonschema==2.6.0' 'pager==3.3' 'prettytable==0.7.2' \
+    'PyJWT==1.7.1' 'pygments>=2,<3' 'requests>=2.6,<3' 'six>=1.9,<2' 'toml==0.10.2' \
+    'sseclient==0.0.19' 'retrying==1.3.3' 'docopt==0.6.2' 'pkginfo' 'cryptography'
+  site=$(.venv-dcoscli/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  cat > "$site/sitecustomize.py" <<'PY'
+import collections
+import collections.abc
+
+for _name in ("Mapping", "MutableMapping", "Sequence", "Iterable", "Callable", "Set", "MutableSet"):
+    if not hasattr(collections, _name):
+        setattr(collections, _name, getattr(collections.abc, _name))
+PY
+  .venv-dcoscli/bin/dcos --version >/dev/null
+  touch "$dcos_stamp"
+fi
 echo "setup: done (activate with: source .venv/bin/activate)"

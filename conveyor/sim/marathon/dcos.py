@@ -35,6 +35,7 @@ PROVIDERS = {
         "config": {"start_flow_url": "/acs/api/v1/auth/login"},
     }
 }
+MASTER_NAMES = {"master.mesos", "leader.mesos", "marathon.mesos"}
 UNITS = [
     ("dcos-adminrouter.service", "Admin Router Master", "exposes a unified control plane proxy"),
     ("dcos-marathon.service", "Marathon", "container orchestration engine"),
@@ -165,6 +166,7 @@ class DcosApi:
     def mount(self, router: Router) -> None:
         router.add("GET", "/dcos-metadata/dcos-version.json", lambda r: Response(200, DCOS_VERSION))
         router.add("GET", "/metadata/?", self.metadata)
+        router.add("GET", r"/mesos_dns/v1/hosts/(?P<host>[^/]+)", self.dns_hosts)
         router.add("GET", "/acs/api/v1/auth/providers/?", lambda r: Response(200, PROVIDERS))
         router.add("GET", "/system/health/v1/units/?", self.units)
         router.add("GET", "/mesos/master/slaves/?", self.slaves)
@@ -179,6 +181,15 @@ class DcosApi:
                 "SIMULATED": True,
             },
         )
+
+    @staticmethod
+    def dns_hosts(req: Request) -> Response:
+        """Mesos-DNS's host lookup, for the one master the simulator is (the CLI counts
+        masters this way); every other name is unknown, answered as Mesos-DNS does."""
+        name = req.params["host"].rstrip(".")
+        if name in MASTER_NAMES:
+            return Response(200, [{"host": f"{name}.", "ip": REACHABLE_ADDRESS}])
+        return Response(200, [{"host": "", "ip": ""}])
 
     def units(self, req: Request) -> Response:
         bad = self.faults.unhealthy_units()
