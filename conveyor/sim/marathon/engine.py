@@ -496,14 +496,16 @@ class Engine:
             self.lock.notify_all()
             return True
 
-    def readiness_results(self, dep: Deployment) -> list[dict[str, Any]]:
-        """readinessCheckResults of the tasks ``dep`` launched that were checked."""
-        return [
-            t.readiness.to_json(t)
+    def readiness_results(self, dep: Deployment) -> dict[str, list[dict[str, Any]]]:
+        """App id -> readinessCheckResults of the tasks ``dep`` launched that were checked."""
+        return {
+            app_id: [
+                t.readiness.to_json(t)
+                for t in self.tasks_of(app_id)
+                if t.deployment_id == dep.id and t.readiness is not None and t.readiness.probed
+            ]
             for app_id in dep.apps
-            for t in self.tasks_of(app_id)
-            if t.deployment_id == dep.id and t.readiness is not None and t.readiness.probed
-        ]
+        }
 
     def tasks_of(self, app_id: str) -> list[Task]:
         rec = self.apps.get(app_id)

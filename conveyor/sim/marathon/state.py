@@ -207,8 +207,8 @@ class Deployment:
             return []
         return self.steps[min(self.current_step, len(self.steps)) - 1]
 
-    def to_json(self, readiness: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """``readiness``: readinessCheckResults of the tasks this deployment launched."""
+    def to_json(self, readiness: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+        """``readiness``: app id -> readinessCheckResults of the tasks this deployment launched."""
         return {
             "id": self.id,
             "version": self.version,
@@ -216,7 +216,8 @@ class Deployment:
             "affectedPods": [],
             "steps": [{"actions": actions} for actions in self.steps],
             "currentActions": [
-                {**a, "readinessCheckResults": readiness or []} for a in self.current_actions()
+                {**a, "readinessCheckResults": (readiness or {}).get(a["app"], [])}
+                for a in self.current_actions()
             ],
             "currentStep": min(self.current_step, len(self.steps)),
             "totalSteps": len(self.steps),
