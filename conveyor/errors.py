@@ -150,6 +150,22 @@ class VerificationFailed(TerminalError):
     pass
 
 
+class SigningFailed(TerminalError):
+    """ssh-keygen could not sign (no such key, no agent, wrong passphrase)."""
+
+
+class ApprovalEvidenceInvalid(TerminalError):
+    """Approval evidence attached to a digest does not verify; ``problems`` says what."""
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(message + ("\n  " + "\n  ".join(problems) if problems else ""))
+
+
+class FreezeActive(TerminalError):
+    """The environment is inside a freeze window; only a break-glass promotion goes on."""
+
+
 class RolledBack(TerminalError):
     """Production failed and was returned to the previous release."""
 

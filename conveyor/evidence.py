@@ -42,14 +42,22 @@ class Evidence:
     payload: dict[str, Any]
 
     @property
+    def fields(self) -> dict[str, Any]:
+        """The record's own fields: an in-toto Statement's predicate, else the payload."""
+        predicate = self.payload.get("predicate")
+        if "_type" in self.payload and isinstance(predicate, dict):
+            return predicate
+        return self.payload
+
+    @property
     def environment(self) -> str | None:
-        env = self.payload.get("environment")
+        env = self.fields.get("environment")
         return str(env) if env is not None else None
 
     @property
     def passed(self) -> bool:
         """Integration results pass with no failures; approvals when approved."""
-        p = self.payload
+        p = self.fields
         if self.kind in TEST_KINDS:
             return int(p.get("failed", 1)) == 0 and int(p.get("passed", 0)) > 0
         if self.kind == "approval":

@@ -45,7 +45,7 @@ def describe_request(env: EnvironmentConfig, release: Release, evidence: list[st
         f"## Approve `{release.app}` {release.version} for **{env.name}**?",
         "",
         f"- image: `{release.image}`",
-        f"- approvers: {', '.join(env.approval.approvers) if env.approval else '-'}",
+        f"- approvers: {', '.join(env.approval.names) if env.approval else '-'}",
         "",
         *[f"- {line}" for line in evidence],
         "",
@@ -84,13 +84,13 @@ def request_approval(
             raise ApprovalRejected(
                 f"no decision for {env.name} within {env.approval.timeout}: a timeout counts as a rejection"
             ) from None
-        if answer.approver not in env.approval.approvers:
+        if answer.approver not in env.approval.names:
             log.warning(
                 "refused a %s from %r: not on the approvers list of %s (%s); still waiting for a valid answer",
                 answer.decision,
                 answer.approver,
                 env.name,
-                ", ".join(env.approval.approvers),
+                ", ".join(env.approval.names),
             )
             continue
         if answer.decision == "reject":

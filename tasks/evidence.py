@@ -70,7 +70,7 @@ def earlier_approval(
     """
     if env.approval is None:
         return None
-    allowed, window = env.approval.approvers, env.approval.timeout
+    allowed, window = env.approval.names, env.approval.timeout
     with registry_client(pipeline) as registry:
         found = evidence.read_evidence(registry, release.repository, release.digest, ("approval",))
     for record in reversed(found):

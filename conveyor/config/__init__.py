@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from conveyor.config.app import AppConfig
+from conveyor.config.approval import ApprovalConfig, Approver, FreezeWindow, NotifyConfig
 from conveyor.config.base import ApproverName, SecretRef, StrictModel, approver_problem
 from conveyor.config.checks import consistency_problems, file_problems
 from conveyor.config.drivers import (
@@ -20,7 +21,6 @@ from conveyor.config.drivers import (
     MarathonDriverConfig,
 )
 from conveyor.config.environment import (
-    ApprovalConfig,
     EnvironmentConfig,
     HealthConfig,
     HttpCheck,
@@ -39,14 +39,17 @@ __all__ = [
     "AllowedRoots",
     "AppConfig",
     "ApprovalConfig",
+    "Approver",
     "ApproverName",
     "DockerDriverConfig",
     "EnvironmentConfig",
+    "FreezeWindow",
     "HealthConfig",
     "HttpCheck",
     "IgnoreEntry",
     "MarathonAuth",
     "MarathonDriverConfig",
+    "NotifyConfig",
     "Pipeline",
     "PreflightConfig",
     "RegistryConfig",
@@ -112,7 +115,9 @@ def _describe(err: Any) -> str:
 
 
 # Keys whose string values are paths; they are relative to the pipeline file.
-_PATH_KEYS = frozenset({"context", "app_template", "ca_bundle", "file", "cache_dir"})
+_PATH_KEYS = frozenset(
+    {"context", "app_template", "ca_bundle", "file", "cache_dir", "allowed_signers"}
+)
 
 
 def _resolve_paths(node: Any, base: Path) -> None:

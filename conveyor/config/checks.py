@@ -92,6 +92,15 @@ def file_problems(p: Pipeline, roots: AllowedRoots) -> list[str]:
             problem = problem or _template_problem(field, template)
             if problem:
                 problems.append(problem)
+    for i, env in enumerate(p.environments):
+        signers = env.approval.allowed_signers if env.approval else None
+        if signers is not None:
+            field = f"environments[{i}].approval.allowed_signers"
+            problem = roots.outside_repository(field, signers, "allowed-signers files")
+            if problem is None and not signers.is_file():
+                problem = f"{field}: file not found: {signers}"
+            if problem:
+                problems.append(problem)
     for field, file in secret_files(p):
         problem = roots.outside_secrets(field, file)
         if problem:

@@ -6,7 +6,8 @@ import datetime as dt
 
 from pydantic import Field, model_validator
 
-from conveyor.config.base import ApproverName, Duration, StrictModel
+from conveyor.config.approval import ApprovalConfig, FreezeWindow
+from conveyor.config.base import StrictModel
 from conveyor.config.drivers import DockerDriverConfig, MarathonDriverConfig
 from conveyor.config.preflight import PreflightConfig
 
@@ -32,11 +33,6 @@ class TestsConfig(StrictModel):
     command_timeout_s: float = Field(default=300, gt=0)
 
 
-class ApprovalConfig(StrictModel):
-    approvers: list[ApproverName] = Field(min_length=1)
-    timeout: Duration = dt.timedelta(hours=24)
-
-
 class EnvironmentConfig(StrictModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     description: str = ""
@@ -47,6 +43,8 @@ class EnvironmentConfig(StrictModel):
     tests: TestsConfig = Field(default_factory=TestsConfig)
     # A person must approve before a release enters this environment.
     approval: ApprovalConfig | None = None
+    # Times nothing is promoted here unless by a break-glass promotion.
+    freeze: list[FreezeWindow] = Field(default_factory=list)
     preflight: PreflightConfig = Field(default_factory=PreflightConfig)
     # Return to the previous release when verification fails after a change.
     rollback_on_failure: bool = True

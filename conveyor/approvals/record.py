@@ -1,0 +1,51 @@
+"""The approval evidence of one gate, built from what the gate saw."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from conveyor.approvals.policy import Request, Tally
+from conveyor.approvals.statement import (
+    ApprovalPredicate,
+    BreakGlass,
+    Exclusion,
+    Refusal,
+    approval_statement,
+    stamp,
+)
+from conveyor.release import Release
+
+
+def approval_payload(
+    release: Release,
+    request: Request,
+    tally: Tally,
+    *,
+    decision: Literal["approve", "reject", "timeout"],
+    refused: list[Refusal] | None = None,
+    break_glass: BreakGlass | None = None,
+    decided_at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """An in-toto Statement: the digest as subject, every counted answer with its signature."""
+    predicate = ApprovalPredicate(
+        app=release.app,
+        version=release.version,
+        environment=request.environment,
+        run_id=request.run_id,
+        decision=decision,
+        identity="signed" if request.identity == "signed" else "typed",
+        required=tally.required,
+        allow_self_approval=request.allow_self_approval,
+        excluded=[Exclusion(name=n, why=w) for n, w in sorted(request.excluded.items())],
+        break_glass=break_glass,
+        answers=list(tally.answers),
+        refused=refused or [],
+        decided_at=stamp(decided_at or dt.datetime.now(dt.UTC)),
+    )
+    return approval_statement(
+        registry=release.registry,
+        repository=release.repository,
+        digest=release.digest,
+        predicate=predicate.model_dump(mode="json", exclude_none=True),
+    )

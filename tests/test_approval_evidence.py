@@ -1,0 +1,175 @@
+"""Approval evidence in Debian's real registry: verifies when good, names what was tampered."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conveyor.approvals.policy import Request, Tally, identities, judge
+from conveyor.approvals.record import approval_payload
+from conveyor.approvals.statement import BreakGlass
+from conveyor.approvals.verify import check_approvals, require_verified_approval
+from conveyor.clients.registry import RegistryClient
+from conveyor.config import ApprovalConfig
+from conveyor.errors import ApprovalEvidenceInvalid
+from conveyor.evidence import attach_evidence, read_evidence
+from conveyor.localstack.registry import RegistryServer
+from conveyor.release import Release
+from tests.approval_support import RUN, Key, make_key, signed
+from tests.registry_support import need_registry, push_image, random_layer
+
+pytestmark = pytest.mark.registry
+REPO = "approvals/shop"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Key]:
+    folder = tmp_path_factory.mktemp("keys")
+    return {n: make_key(folder, n) for n in ("alice", "bob")}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryClient]:
+    need_registry()
+    with (
+        RegistryServer(tmp_path_factory.mktemp("registry")) as server,
+        RegistryClient(server.url) as c,
+    ):
+        yield c
+
+
+def cfg(keys: dict[str, Key], required: int = 2) -> ApprovalConfig:
+    people = [{"name": n, "email": f"{n}@corp.example", "key": k.public} for n, k in keys.items()]
+    return ApprovalConfig.model_validate(
+        {"approvers": people, "identity": "signed", "required": required}
+    )
+
+
+def approved_release(
+    client: RegistryClient, keys: dict[str, Key], **extra: Any
+) -> tuple[Release, str]:
+    """A pushed image with scan and integration evidence and a 2-of-2 signed approval."""
+    digest = push_image(client, REPO, None, [random_layer(256)])
+    release = Release(
+        app="shop", registry="127.0.0.1", repository=REPO, digest=digest, version="1.0.0"
+    )
+    attach_evidence(client, REPO, digest, "scan", {"passed": True, "summary": "0 critical"})
+    attach_evidence(
+        client,
+        REPO,
+        digest,
+        "integration",
+        {"environment": "integration", "passed": 3, "failed": 0},
+    )
+    config = cfg(keys)
+    request = Request(
+        app="shop",
+        environment="production",
+        digest=digest,
+        run_id=RUN,
+        identity="signed",
+        people=identities(config),
+    )
+    tally = Tally(required=2 + (1 if extra.get("break_glass") else 0))
+    for key in keys.values():
+        verdict = judge(
+            request, decision="", approver="", signature=signed(key, digest=digest).token()
+        )
+        assert verdict.answer is not None, verdict.refusal
+        tally.add(verdict.answer)
+    payload = approval_payload(release, request, tally, decision="approve", **extra)
+    attach_evidence(client, REPO, digest, "approval", payload)
+    return release, digest
+
+
+def test_good_evidence_verifies(client: RegistryClient, keys: dict[str, Key]) -> None:
+    _, digest = approved_release(client, keys)
+    items = read_evidence(client, REPO, digest)
+    assert [e.kind for e in items] == ["scan", "integration", "approval"]
+    assert items[2].environment == "production" and items[2].passed
+    (check,) = check_approvals(items, digest, {"production": cfg(keys)})
+    assert check.ok, check.problems
+    assert [line.split(" at ")[0] for line in check.lines] == ["alice approved", "bob approved"]
+    assert all(line.endswith(": verified") for line in check.lines)
+    require_verified_approval(items, digest, "production", cfg(keys))
+
+
+def tamper(client: RegistryClient, digest: str, edit: Any) -> None:
+    """Store an edited copy of the approval statement as the digest's latest approval."""
+    (stored,) = [e for e in read_evidence(client, REPO, digest) if e.kind == "approval"][:1]
+    forged = copy.deepcopy(stored.payload)
+    edit(forged["predicate"])
+    later = stored.created + dt.timedelta(seconds=1)
+    attach_evidence(client, REPO, digest, "approval", forged, created=later)
+
+
+def _edit_statement(p: dict[str, Any]) -> None:
+    p["answers"][1]["statement"]["comment"] = "fine"
+    p["answers"][1]["comment"] = "fine"
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (
+            lambda p: p["answers"][0].update(comment="ok by me"),
+            "alice's signed statement says comment 'looks good', the record says 'ok by me'",
+        ),
+        (
+            _edit_statement,
+            "bob's signature does not verify: the signature does not match the statement",
+        ),
+        (lambda p: p["answers"].pop(), "approved by 1 verified approver(s) (alice), 2 required"),
+        (
+            lambda p: p.update(required=1),
+            "recorded as needing 1 approver(s); the pipeline requires 2",
+        ),
+        (
+            lambda p: p["answers"][0].update(signature=None, statement=None),
+            "alice's answer has no signed statement",
+        ),
+        (
+            lambda p: p.update(excluded=[{"name": "bob", "why": "authored abc"}]),
+            "bob approved although they may not: authored abc",
+        ),
+    ],
+)
+def test_tampered_evidence_names_what_is_wrong(
+    client: RegistryClient, keys: dict[str, Key], edit: Any, problem: str
+) -> None:
+    _, digest = approved_release(client, keys)
+    tamper(client, digest, edit)
+    items = read_evidence(client, REPO, digest)
+    original, forged = check_approvals(items, digest, {"production": cfg(keys)})
+    assert original.ok and any(problem in p for p in forged.problems)
+    with pytest.raises(ApprovalEvidenceInvalid, match="does not verify") as raised:
+        require_verified_approval(items, digest, "production", cfg(keys))
+    assert any(problem in p for p in raised.value.problems)
+
+
+def test_evidence_moved_to_another_digest_does_not_verify(
+    client: RegistryClient, keys: dict[str, Key]
+) -> None:
+    _, digest = approved_release(client, keys)
+    (stored,) = [e for e in read_evidence(client, REPO, digest) if e.kind == "approval"]
+    other = push_image(client, REPO, None, [random_layer(256)])
+    attach_evidence(client, REPO, other, "approval", stored.payload)
+    (check,) = check_approvals(read_evidence(client, REPO, other), other, {"production": cfg(keys)})
+    assert f"the statement's subject is {digest[7:]}, not {other}" in check.problems
+    assert any("signed statement says digest" in p for p in check.problems)
+
+
+def test_break_glass_is_marked_and_needs_one_more(
+    client: RegistryClient, keys: dict[str, Key]
+) -> None:
+    glass = BreakGlass(reason="payment outage", window="weekend (cron '0 18 * * FRI' for 62h)")
+    _, digest = approved_release(client, keys, break_glass=glass)
+    (check,) = check_approvals(
+        read_evidence(client, REPO, digest), digest, {"production": cfg(keys)}
+    )
+    assert "BREAK-GLASS during weekend (cron '0 18 * * FRI' for 62h): payment outage" in check.lines
+    assert "approved by 2 verified approver(s) (alice, bob), 3 required" in check.problems
