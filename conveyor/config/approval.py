@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from conveyor.config.base import ApproverName, Duration, StrictModel
+from conveyor.config.base import ApproverName, Duration, StrictModel, approver_problem
 
 
 class Approver(StrictModel):
@@ -34,7 +34,12 @@ class Approver(StrictModel):
 
 def _plain_name(value: object) -> object:
     # The typed-identity form stays valid: "alice" is an approver known only by name.
-    return {"name": value} if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    problem = approver_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return {"name": value}
 
 
 class NotifyConfig(StrictModel):
@@ -66,7 +71,7 @@ class ApprovalConfig(StrictModel):
     def _someone_may_approve(self) -> ApprovalConfig:
         if not self.approvers and self.allowed_signers is None:
             raise ValueError(
-                "name at least one approver in 'approvers' or an 'allowed_signers' file"
+                "approvers: List should have at least 1 item (or name an 'allowed_signers' file)"
             )
         names = self.names
         dupes = sorted({n for n in names if names.count(n) > 1})
