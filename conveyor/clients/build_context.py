@@ -94,11 +94,14 @@ def _files(context: Path, ignore: DockerIgnore) -> list[tuple[str, Path]]:
     return out
 
 
-def _add(tar: tarfile.TarFile, name: str, real: Path) -> None:
+def _add(tar: tarfile.TarFile, name: str, real: Path, mtime: int | None) -> None:
     info = tar.gettarinfo(str(real), arcname=name)
     # Owner names of the build host mean nothing inside the image.
     info.uid = info.gid = 0
     info.uname = info.gname = ""
+    if mtime is not None:
+        # COPY keeps these times in the layer; a checkout's own times differ per clone.
+        info.mtime = mtime
     if info.isfile():
         with real.open("rb") as fh:
             tar.addfile(info, fh)
@@ -117,8 +120,10 @@ def dockerfile_in_context(context: Path, dockerfile: Path) -> tuple[Path, str]:
         return file, OUTSIDE_DOCKERFILE
 
 
-def context_tar(context: Path, dockerfile: Path) -> tuple[IO[bytes], str]:
+def context_tar(context: Path, dockerfile: Path, mtime: int | None = None) -> tuple[IO[bytes], str]:
     """An uncompressed tar of ``context`` (rewound) and the Dockerfile's name inside it.
+
+    ``mtime`` (the commit's time) replaces every file's time when given.
 
     The Dockerfile is always sent, even when ``.dockerignore`` names it, because the
     daemon cannot build without it (Docker's CLI does the same).
@@ -131,9 +136,9 @@ def context_tar(context: Path, dockerfile: Path) -> tuple[IO[bytes], str]:
     fileobj: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115
     with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel, real in files:
-            _add(tar, rel, real)
+            _add(tar, rel, real, mtime)
         if name not in {rel for rel, _ in files}:
-            _add(tar, name, real_dockerfile)
+            _add(tar, name, real_dockerfile, mtime)
     fileobj.seek(0)
     return fileobj, name
 
@@ -185,10 +190,17 @@ def source_of(context: Path) -> str:
     return str(context.resolve())
 
 
+def commit_epoch(context: Path, revision: str | None) -> int | None:
+    """The commit's time in seconds (``SOURCE_DATE_EPOCH``), when there is a commit."""
+    if not revision:
+        return None
+    when = _git(context, "show", "-s", "--format=%ct", revision)
+    return int(when) if when and when.isdigit() else None
+
+
 def created_of(context: Path, revision: str | None) -> str:
     """RFC 3339 creation time: the commit's time when known, so rebuilds of one commit agree."""
-    if revision:
-        when = _git(context, "show", "-s", "--format=%cI", revision)
-        if when:
-            return dt.datetime.fromisoformat(when).astimezone(dt.UTC).isoformat()
+    epoch = commit_epoch(context, revision)
+    if epoch is not None:
+        return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat()
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()

@@ -20,7 +20,14 @@ import docker
 import requests
 from pydantic import SecretStr
 
-from conveyor.clients.build_context import context_tar, created_of, source_of, version_of
+from conveyor.clients import reproducible
+from conveyor.clients.build_context import (
+    commit_epoch,
+    context_tar,
+    created_of,
+    source_of,
+    version_of,
+)
 from conveyor.errors import (
     AuthenticationFailed,
     BuildFailed,
@@ -169,7 +176,9 @@ class DockerEngine:
         """
         version, revision = source_version or version_of(context)
         all_labels = {**oci_labels(context, tag, version, revision), **(labels or {})}
-        fileobj, dockerfile_name = context_tar(context, dockerfile)
+        # A dirty tree has no commit that describes it, so nothing to reproduce.
+        epoch = commit_epoch(context, None if "-dirty" in version else revision)
+        fileobj, dockerfile_name = context_tar(context, dockerfile, mtime=epoch)
         with fileobj, _engine_errors(f"build of {tag}"):
             stream = self._client.api.build(
                 fileobj=fileobj,
@@ -186,6 +195,9 @@ class DockerEngine:
                 use_config_proxy=False,
             )
             image_id = self._follow_build(stream, tag, log)
+        if epoch is not None:
+            image_id = self._reproducible(image_id or tag, tag, epoch)
+        with _engine_errors(f"inspect of {tag}"):
             info = self._client.api.inspect_image(image_id or tag)
         return BuiltImage(
             id=info["Id"],
@@ -194,6 +206,20 @@ class DockerEngine:
             revision=revision,
             labels=dict((info.get("Config") or {}).get("Labels") or {}),
         )
+
+    def _reproducible(self, image: str, tag: str, epoch: int) -> str:
+        """Rewrite the image's times to the commit's (see ``reproducible``); its new id."""
+        saved = reproducible.spool()
+        with saved, _engine_errors(f"save of {tag}"):
+            for chunk in self._client.api.get_image(image):
+                saved.write(chunk)
+            saved.seek(0)
+            archive, image_id = reproducible.normalise(saved, epoch, tag)
+        with archive, _engine_errors(f"load of {tag}"):
+            for chunk in self._client.api.load_image(archive):
+                if isinstance(chunk, dict) and ("error" in chunk or "errorDetail" in chunk):
+                    raise BuildFailed(f"load of the reproducible {tag} failed: {chunk}")
+        return image_id
 
     @staticmethod
     def _follow_build(stream: Iterable[dict[str, Any]], tag: str, log: Log) -> str | None:
