@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 import pytest
 
-from conveyor.sim.marathon import pathid
+from conveyor.sim.marathon import MarathonSim, Settings, pathid
 from tests import test_sim_marathon as base
 from tests.test_sim_marathon import app_def, wait_for
+
+pytestmark = pytest.mark.docker
 
 make_sim = base.make_sim
 sim_image = base.sim_image
@@ -21,57 +26,6 @@ sim = base.sim
 def api(sim: Any) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=sim.url, timeout=10) as client:
         yield client
-
-
-# --- PathId rules (state/PathId.scala), one row per rule ----------------------------------
-
-CANONICAL = [
-    ("/a/b", "/", "/a/b"),  # absolute stays
-    ("a/b", "/", "/a/b"),  # relative, against the root
-    ("a/b", "/g", "/g/a/b"),  # relative, against its group
-    ("//a///b//", "/", "/a/b"),  # leading, trailing and repeated slashes do not matter
-    ("a/b/", "/g/h", "/g/h/a/b"),
-    ("./a", "/g", "/g/a"),  # "." is the group itself
-    ("../a", "/g/h", "/g/a"),  # ".." is the parent group
-    ("../../../a", "/g", "/a"),  # ".." above the root stays at the root
-    ("/g/../a", "/x", "/a"),  # an absolute id ignores the base, its ".." still resolves
-    ("", "/g", "/g"),  # the empty id is the base
-    ("/", "/g", "/"),
-]
-
-
-@pytest.mark.parametrize(("raw", "base_id", "expected"), CANONICAL)
-def test_canonical_path(raw: str, base_id: str, expected: str) -> None:
-    assert pathid.canonical(raw, base_id) == expected
-
-
-VALIDITY = [
-    ("/web", None, []),
-    ("/team/web-1", None, []),
-    ("/a.b.c", None, []),  # dots between labels are allowed
-    ("/a/../b", None, []),  # ".." segments are allowed inside an id
-    ("/Web", None, [pathid.INVALID_CHARS]),  # upper case
-    ("/we_b", None, [pathid.INVALID_CHARS]),  # underscore
-    ("/-web", None, [pathid.INVALID_CHARS]),  # leading hyphen
-    ("/web-", None, [pathid.INVALID_CHARS]),  # trailing hyphen
-    ("/a..b", None, [pathid.INVALID_CHARS]),  # empty label
-    ("/web/tasks", None, [pathid.RESERVED_END]),  # reserved keywords end no id
-    ("/web/versions", None, [pathid.RESERVED_END]),
-    ("/web/restart", None, [pathid.RESERVED_END]),
-    ("/web/..", None, [pathid.RESERVED_END]),
-    ("/tasks/web", None, []),  # ... but may stand inside one
-    ("/", None, [pathid.EMPTY]),  # an app or group needs a segment
-    ("//", None, [pathid.EMPTY]),
-    ("web", "/g", []),  # a nested id must be a direct child of its group
-    ("/g/web", "/g", []),
-    ("/other/web", "/g", ["Identifier is not child of '/g'"]),
-    ("sub/web", "/g", ["Identifier is not child of '/g'"]),
-]
-
-
-@pytest.mark.parametrize(("raw", "base_id", "expected"), VALIDITY)
-def test_path_validity(raw: str, base_id: str | None, expected: list[str]) -> None:
-    assert pathid.errors(raw, base=base_id) == expected
 
 
 # --- the same rules through the API ----------------------------------------------------------
@@ -219,3 +173,77 @@ def test_restart_and_kills(api: httpx.Client) -> None:
         "scaled to 0", lambda: _idle(api) and api.get("/v2/apps/k").json()["app"]["instances"] == 0
     )
     assert api.delete("/v2/apps/nope/tasks").status_code == 404
+
+
+def test_stuck_group_update_rolls_back_with_its_dependencies(api: httpx.Client) -> None:
+    """The multi-service release path: PUT a group, it hangs, DELETE its deployment."""
+    good = {
+        "apps": [{**app_def(), "id": "api"}, {**app_def(), "id": "ui", "dependencies": ["api"]}]
+    }
+    assert api.put("/v2/groups/rel", json=good).status_code == 200
+    wait_for("release 1 healthy", lambda: _idle(api) and _deployed(api, "/rel/ui", 1))
+    first = api.get("/v2/groups/rel").json()["version"]
+    broken = {
+        "dependencies": [],
+        "apps": [
+            {**app_def(), "id": "api", "cmd": "exec sleep 600"},  # never healthy
+            {**app_def(), "id": "ui"},
+        ],
+    }
+    plan = api.put("/v2/groups/rel?dryRun=true", json=broken)
+    assert plan.status_code == 200 and api.get("/v2/deployments").json() == []
+    assert [[a["app"] for a in s["actions"]] for s in plan.json()["steps"]] == [
+        ["/rel/api", "/rel/ui"]
+    ]
+    stuck = api.put("/v2/groups/rel", json=broken).json()
+    wait_for(
+        "new api task up", lambda: len(api.get("/v2/apps/rel/api").json()["app"]["tasks"]) == 2
+    )
+    assert api.put("/v2/groups/rel", json=good).status_code == 409  # locked by the stuck one
+    rollback = api.delete(f"/v2/deployments/{stuck['deploymentId']}")
+    assert rollback.status_code == 200
+    wait_for("rolled back", lambda: _idle(api) and _deployed(api, "/rel/api", 1))
+    restored = api.get("/v2/groups/rel").json()
+    assert [a["cmd"] for a in restored["apps"]] == [app_def()["cmd"]] * 2
+    assert restored["apps"][1]["dependencies"] == ["/rel/api"]
+    assert first in api.get("/v2/groups/rel/versions").json()
+
+
+def test_many_apps_in_one_put(api: httpx.Client) -> None:
+    body = [{**app_def(), "id": "/multi/a"}, {**app_def(), "id": "multi/b"}]
+    answer = api.put("/v2/apps", json=body)
+    assert answer.status_code == 200, answer.text
+    (dep,) = api.get("/v2/deployments").json()
+    assert dep["id"] == answer.json()["deploymentId"]
+    assert dep["affectedApps"] == ["/multi/a", "/multi/b"]
+    wait_for("both healthy", lambda: _idle(api) and _deployed(api, "/multi/b", 1))
+    assert api.patch("/v2/apps", json=[{"id": "/multi/zzz", "instances": 1}]).status_code == 404
+
+
+def test_groups_and_their_versions_survive_a_restart(
+    docker_client: docker.DockerClient, sim_image: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        name=f"t{uuid.uuid4().hex[:8]}", ports=base.port_block(), state_dir=tmp_path
+    )
+    group = {"apps": [{**app_def(), "id": "one"}], "dependencies": ["/elsewhere"]}
+    try:
+        with (
+            MarathonSim(settings, docker_client) as first,
+            httpx.Client(base_url=first.url, timeout=10) as api,
+        ):
+            assert api.put("/v2/groups/keep", json=group).status_code == 200
+            wait_for("deployed", lambda: _idle(api) and _deployed(api, "/keep/one", 1))
+            before = api.get("/v2/groups/keep").json()
+            versions = api.get("/v2/groups/keep/versions").json()
+        with (
+            MarathonSim(settings, docker_client) as second,
+            httpx.Client(base_url=second.url, timeout=10) as api,
+        ):
+            assert api.get("/v2/groups/keep").json() == before
+            assert api.get("/v2/groups/keep/versions").json() == versions
+            assert before["dependencies"] == ["/elsewhere"]
+    finally:
+        mine = {"label": f"conveyor.sim.instance={settings.name}"}
+        for container in docker_client.containers.list(all=True, filters=mine):
+            container.remove(force=True)

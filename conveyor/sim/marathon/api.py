@@ -17,7 +17,8 @@ from conveyor.sim.marathon.engine import (
 )
 from conveyor.sim.marathon.events import stream
 from conveyor.sim.marathon.groups_api import GroupsApi
-from conveyor.sim.marathon.state import AppRecord
+from conveyor.sim.marathon.model import App
+from conveyor.sim.marathon.state import AppRecord, Change
 from conveyor.sim.marathon.tasks_api import TasksApi
 from conveyor.sim.marathon.web import Request, Response, Router, message
 
@@ -58,6 +59,8 @@ class MarathonApi:
         add("DELETE", "/v2/queue(?P<app_id>(/[^/]+)+?)/delay", self.reset_delay)
         add("GET", "/v2/apps/?", self.list_apps)
         add("POST", "/v2/apps/?", self.create_app)
+        add("PUT", "/v2/apps/?", lambda r: self.put_apps(r, allow_create=True))
+        add("PATCH", "/v2/apps/?", lambda r: self.put_apps(r, allow_create=False))
         for method, handler in (
             ("GET", self._get_under_app),
             ("PUT", self._put_under_app),
@@ -239,31 +242,54 @@ class MarathonApi:
 
         return self._guarded(run)
 
-    def put_app(self, req: Request, app_id: str, allow_create: bool) -> Response:
+    def _merged(self, req: Request, app_id: str, body: dict[str, Any], create: bool) -> App:
+        """The app a PUT/PATCH asks for: partial updates merge into the stored definition."""
+        body = {k: v for k, v in body.items() if k not in model.INFO_FIELDS}
+        partial = req.query.get("partialUpdate", ["true"])[-1].lower() != "false"
+        with self.engine.lock:
+            rec = self.engine.current(app_id)
+            if rec is None and not create:
+                raise UnknownApp(app_id)
+            base = (
+                {k: v for k, v in rec.definition.items() if k not in model.INFO_FIELDS}
+                if rec
+                else {}
+            )
+        merged = {**base, **body} if partial else body
+        merged["id"] = app_id
+        model.validate(merged)
+        return model.with_defaults(merged)
 
+    def put_app(self, req: Request, app_id: str, allow_create: bool) -> Response:
         def run() -> Response:
             body = self._body(req)
             if "version" in body and set(body) <= {"id", "version"}:
                 dep = self.engine.revert(app_id, str(body["version"]), force=req.flag("force"))
                 return self._deployed(dep.id, dep.version, 200)
-            body = {k: v for k, v in body.items() if k not in model.INFO_FIELDS}
-            partial = req.query.get("partialUpdate", ["true"])[-1].lower() != "false"
-            with self.engine.lock:
-                rec = self.engine.current(app_id)
-                if rec is None and not allow_create:
-                    raise UnknownApp(app_id)
-                base = (
-                    {k: v for k, v in rec.definition.items() if k not in model.INFO_FIELDS}
-                    if rec
-                    else {}
-                )
-            merged = {**base, **body} if partial else body
-            merged["id"] = app_id
-            model.validate(merged)
-            app = model.with_defaults(merged)
+            app = self._merged(req, app_id, body, allow_create)
             dep, created = self.engine.deploy(app, force=req.flag("force"))
             self._post_event(req, app)
             return self._deployed(dep.id, dep.version, 201 if created else 200)
+
+        return self._guarded(run)
+
+    def put_apps(self, req: Request, allow_create: bool) -> Response:
+        """PUT/PATCH /v2/apps with a list of app updates: one deployment for all of them."""
+
+        def run() -> Response:
+            body = model.parse_json(req.body)
+            if not isinstance(body, list) or not all(isinstance(a, dict) for a in body):
+                raise model.InvalidJson([{"path": "/", "errors": ["error.expected.jsarray"]}])
+            change = Change()
+            for i, update in enumerate(body):
+                if not isinstance(update.get("id"), str):
+                    raise model.InvalidApp(
+                        [{"path": f"({i})/id", "errors": ["error.path.missing"]}]
+                    )
+                app_id = pathid.canonical(update["id"])
+                change.apps[app_id] = self._merged(req, app_id, update, allow_create)
+            dep = self.engine.commit(change, force=req.flag("force"))
+            return self._deployed(dep.id, dep.version, 200)
 
         return self._guarded(run)
 

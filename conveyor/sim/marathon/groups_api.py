@@ -222,7 +222,10 @@ class GroupsApi:
                 change = self._scale(gid, body["scaleBy"])
             else:
                 change = self._structure_change(body, gid)
-            dep = self.engine.commit(change, force=req.flag("force"))
+            dry_run = req.flag("dryRun")
+            dep = self.engine.commit(change, force=req.flag("force"), dry_run=dry_run)
+        if dry_run:
+            return Response(200, {"steps": [{"actions": step} for step in dep.steps]})
         return self.deployed(dep.id, dep.version, 200)
 
     def _structure_change(self, body: dict[str, Any], gid: str) -> Change:
