@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 from conveyor.approvals.policy import Request, Tally, identities, judge
 from conveyor.approvals.record import approval_payload
 from conveyor.approvals.statement import BreakGlass
 from conveyor.approvals.verify import check_approvals, require_verified_approval
+from conveyor.cli.main import app
 from conveyor.clients.registry import RegistryClient
 from conveyor.config import ApprovalConfig
 from conveyor.errors import ApprovalEvidenceInvalid
@@ -173,3 +178,53 @@ def test_break_glass_is_marked_and_needs_one_more(
     )
     assert "BREAK-GLASS during weekend (cron '0 18 * * FRI' for 62h): payment outage" in check.lines
     assert "approved by 2 verified approver(s) (alice, bob), 3 required" in check.problems
+
+
+def pipeline_file(folder: Path, url: str, keys: dict[str, Key]) -> Path:
+    (folder / "app").mkdir(parents=True, exist_ok=True)
+    (folder / "app" / "Dockerfile").write_text("FROM scratch\n")
+    people = [{"name": n, "email": f"{n}@corp.example", "key": k.public} for n, k in keys.items()]
+    doc = {
+        "app": {"name": "shop", "context": "app"},
+        "registry": {"url": url, "repository": REPO},
+        "environments": [
+            {
+                "name": "integration",
+                "tag": "integration-ready",
+                "driver": {"kind": "docker", "port": 18080},
+            },
+            {
+                "name": "production",
+                "tag": "production-ready",
+                "driver": {"kind": "docker", "port": 18081},
+                "approval": {"approvers": people, "identity": "signed", "required": 2},
+            },
+        ],
+    }
+    path = folder / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_conveyor_verify_prints_who_approved_and_what_is_wrong(
+    client: RegistryClient, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    file = pipeline_file(tmp_path, client.url, keys)
+    _, digest = approved_release(client, keys)
+    runner = CliRunner()
+    good = runner.invoke(app, ["verify", digest, "-p", str(file), "--env", "production"])
+    assert good.exit_code == 0, good.output
+    assert "alice approved at" in good.output and "the evidence of" in good.output
+    as_json = runner.invoke(app, ["verify", digest, "-p", str(file), "--json"])
+    report = json.loads(as_json.output)
+    assert [r["status"] for r in report["evidence"]] == ["passed", "passed", "verified"]
+    tamper(client, digest, _edit_statement)
+    bad = runner.invoke(app, ["verify", digest, "-p", str(file), "--json"])
+    assert bad.exit_code == 1
+    statuses = [r["status"] for r in json.loads(bad.output)["evidence"]]
+    assert statuses == ["passed", "passed", "verified", "INVALID"]
+    problems = json.loads(bad.output)["evidence"][3]["problems"]
+    assert any("bob's signature does not verify" in p for p in problems)
+    unapproved = push_image(client, REPO, None, [random_layer(64)])
+    none = runner.invoke(app, ["verify", unapproved, "-p", str(file), "--env", "production"])
+    assert none.exit_code == 1 and "no approval evidence for production" in none.output

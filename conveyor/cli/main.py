@@ -24,6 +24,7 @@ from conveyor.cli import (
     sim_vcenter,
     stack,
     validate_cmd,
+    verify_cmd,
 )
 from conveyor.errors import ConfigError, ConveyorError
 
@@ -47,6 +48,7 @@ app.add_typer(sim, name="sim")
 pipeline_cmds.register(app)
 inspect_cmds.register(app)
 app.command()(validate_cmd.validate)
+app.command()(verify_cmd.verify)
 
 
 def _point_at_local_prefect() -> None:
