@@ -30,7 +30,7 @@ from conveyor.clients.build_context import version_of
 from conveyor.clients.docker_engine import DockerEngine
 from conveyor.clients.registry import RegistryClient
 from conveyor.config import Pipeline, load_pipeline
-from conveyor.drivers.factory import make_driver
+from conveyor.connections import Connections
 from conveyor.probe import run_http_checks, wait_healthy
 from conveyor.promotion import TagPolicy, promote
 from conveyor.release import Release
@@ -91,12 +91,10 @@ def direct(pipeline: Pipeline, stack: Stack, version: str) -> None:
         for env in pipeline.environments:
             for tag in (version, env.tag):
                 promote(registry, cfg.repository, digest, tag, policy=policy)
-            driver = make_driver(pipeline, env, lambda _: stack.password, (USER, stack.password))
-            try:
+            with Connections(pipeline, resolve_secret=lambda _: stack.password) as connections:
+                driver = connections.driver(env)
                 driver.deploy(release)
                 urls = [i.url for i in driver.status().instances]
-            finally:
-                driver.close()
             wait_healthy(http, urls, env.health.path, timeout_s=env.health.timeout_s)
             checks = run_http_checks(http, urls[0], env.tests.http)
             assert all(c.passed for c in checks), checks

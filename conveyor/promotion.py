@@ -11,12 +11,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from conveyor.clients.registry import Manifest, RegistryClient
 from conveyor.config.registry import RegistryConfig
 from conveyor.errors import ImmutableTagViolation, PushFailed
-from conveyor.release import DIGEST_RE
+from conveyor.release import DIGEST_RE, Release
+
+if TYPE_CHECKING:
+    from conveyor.config import EnvironmentConfig
+    from conveyor.connections import Connections
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +146,19 @@ def promote(
         locker.lock(dst_repo, digest)
         result.locked = True
     return result
+
+
+def promote_release(
+    connections: Connections, release: Release, env: EnvironmentConfig
+) -> list[PromotionResult]:
+    """The release's version tag and ``env``'s tag on its digest; the version tag is
+    checked too, so a rerun can never point it elsewhere. Environments after the first
+    lock the manifest where the registry can (ACR)."""
+    pipeline = connections.pipeline
+    policy = TagPolicy.from_config(pipeline.registry)
+    locker = connections.manifest_locker() if env is not pipeline.environments[0] else None
+    registry = connections.registry()
+    return [
+        promote(registry, release.repository, release.digest, tag, policy=policy, locker=locker)
+        for tag in (release.version, env.tag)
+    ]

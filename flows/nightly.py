@@ -9,12 +9,13 @@ from __future__ import annotations
 from prefect import flow
 
 from conveyor.release import ReleaseRecord
-from flows.delivery import enter_environment
-from flows.source import build_scan_push
-from flows.timeline import Timeline
+from conveyor.timeline import Timeline
+from flows.build_scan_push import build_scan_push
+from flows.environment_steps import enter_environment
 from tasks.pipeline_file import validate_pipeline
 from tasks.push import newest_release
 from tasks.record import publish_record
+from tasks.runtime import run_connections
 
 
 @flow(name="nightly-integration", persist_result=False)
@@ -25,14 +26,15 @@ def nightly_integration(pipeline: str = "deployments/local.yaml", build: bool = 
     first = config.environments[0]
     timeline = Timeline()
     scan_summary = ""
-    if build:
-        scan, release = build_scan_push(config, None, timeline)
-        scan_summary = scan.summary
-    else:
-        release = newest_release(config, first)
-    record = ReleaseRecord(release=release, scan_summary=scan_summary)
-    try:
-        enter_environment(config, first, release, record, timeline)
-    finally:
-        publish_record(config, record, timeline, key_suffix="nightly")
+    with run_connections(config):
+        if build:
+            scan, release = build_scan_push(config, None, timeline)
+            scan_summary = scan.summary
+        else:
+            release = newest_release(config, first)
+        record = ReleaseRecord(release=release, scan_summary=scan_summary)
+        try:
+            enter_environment(config, first, release, record, timeline)
+        finally:
+            publish_record(config, record, timeline, key_suffix="nightly")
     return release.image

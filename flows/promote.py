@@ -5,11 +5,12 @@ from __future__ import annotations
 from prefect import flow
 
 from conveyor.release import ReleaseRecord
-from flows.delivery import enter_environment
-from flows.timeline import Timeline
+from conveyor.timeline import Timeline
+from flows.environment_steps import enter_environment
 from tasks.pipeline_file import validate_pipeline
 from tasks.push import find_release
 from tasks.record import publish_record
+from tasks.runtime import run_connections
 
 
 @flow(name="promote", persist_result=False)
@@ -26,11 +27,12 @@ def promote(
     """
     config = validate_pipeline(pipeline)
     env = config.environment(environment)
-    release = find_release(config, digest)
-    record = ReleaseRecord(release=release)
     timeline = Timeline()
-    try:
-        enter_environment(config, env, release, record, timeline, auto=auto_approve)
-    finally:
-        publish_record(config, record, timeline)
+    with run_connections(config):
+        release = find_release(config, digest)
+        record = ReleaseRecord(release=release)
+        try:
+            enter_environment(config, env, release, record, timeline, auto=auto_approve)
+        finally:
+            publish_record(config, record, timeline)
     return release.image

@@ -5,11 +5,12 @@ from __future__ import annotations
 from prefect import flow
 
 from conveyor.release import ReleaseRecord
-from flows.delivery import enter_environment
-from flows.source import build_scan_push
-from flows.timeline import Timeline
+from conveyor.timeline import Timeline
+from flows.build_scan_push import build_scan_push
+from flows.environment_steps import enter_environment
 from tasks.pipeline_file import validate_pipeline
 from tasks.record import publish_record
+from tasks.runtime import run_connections
 
 
 @flow(name="ship", persist_result=False)
@@ -25,11 +26,12 @@ def ship(
     """
     config = validate_pipeline(pipeline)
     timeline = Timeline()
-    scan, release = build_scan_push(config, version, timeline)
-    record = ReleaseRecord(release=release, scan_summary=scan.summary)
-    try:
-        for env in config.environments:
-            enter_environment(config, env, release, record, timeline, auto=auto_approve)
-    finally:
-        publish_record(config, record, timeline)
+    with run_connections(config):
+        scan, release = build_scan_push(config, version, timeline)
+        record = ReleaseRecord(release=release, scan_summary=scan.summary)
+        try:
+            for env in config.environments:
+                enter_environment(config, env, release, record, timeline, auto=auto_approve)
+        finally:
+            publish_record(config, record, timeline)
     return release.image

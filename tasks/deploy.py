@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from contextlib import closing
-
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.drivers.base import DeployedState, DeployOutcome
 from conveyor.release import Release
-from tasks.common import logger, stage
-from tasks.wiring import driver_for
+from tasks.runtime import connections, logger, pipeline_task
 
 
-@stage("read environment", retries=3)
+@pipeline_task("read environment", retries=3)
 def current_state(pipeline: Pipeline, env: EnvironmentConfig) -> DeployedState:
-    with closing(driver_for(pipeline, env)) as driver:
-        state = driver.status()
+    with connections(pipeline) as c:
+        state = c.driver(env).status()
     logger().info(
         "%s runs %s (%d instances, %s)",
         env.name,
@@ -25,10 +22,12 @@ def current_state(pipeline: Pipeline, env: EnvironmentConfig) -> DeployedState:
     return state
 
 
-@stage("deploy", retries=3)
+@pipeline_task("deploy", retries=3)
 def deploy(pipeline: Pipeline, env: EnvironmentConfig, release: Release) -> DeployOutcome:
     log = logger()
-    with closing(driver_for(pipeline, env)) as driver:
-        outcome = driver.deploy(release, progress=lambda msg: log.info("%s | %s", env.name, msg))
+    with connections(pipeline) as c:
+        outcome = c.driver(env).deploy(
+            release, progress=lambda msg: log.info("%s | %s", env.name, msg)
+        )
     log.info("%s: %s", env.name, outcome.message)
     return outcome

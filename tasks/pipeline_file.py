@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from conveyor.config import Pipeline, load_pipeline
-from tasks.common import logger, stage
+from tasks.runtime import logger, pipeline_task
 
 
-@stage("validate pipeline file", retries=0)
+@pipeline_task("validate pipeline file", retries=0)
 def validate_pipeline(path: str) -> Pipeline:
     pipeline = load_pipeline(path)
     logger().info(

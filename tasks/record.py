@@ -1,55 +1,17 @@
-"""The release record: what a person reads to know where a digest went and why."""
+"""Publish the release record and the run's stage durations as Prefect artifacts."""
 
 from __future__ import annotations
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from conveyor.config import Pipeline
+from conveyor.record import render_record
 from conveyor.release import ReleaseRecord
-from flows.timeline import Timeline
-from tasks.common import stage
+from conveyor.timeline import Timeline
+from tasks.runtime import pipeline_task
 
 
-def render_record(record: ReleaseRecord) -> str:
-    r = record.release
-    lines = [
-        f"# Release {r.app} {r.version}",
-        "",
-        f"- image: `{r.image}`",
-        f"- revision: `{r.revision or '-'}`",
-        f"- scan: {record.scan_summary or '-'}",
-        "",
-        "## Environments",
-        "",
-        "| environment | deployed at | changed |",
-        "|---|---|---|",
-        *[
-            f"| {d.environment} | {d.at:%Y-%m-%d %H:%M:%S} UTC | {'yes' if d.changed else 'already there'} |"
-            for d in record.deployments
-        ],
-        "",
-        "## Verification",
-        "",
-        "| environment | at | passed | failed | summary |",
-        "|---|---|---|---|---|",
-        *[
-            f"| {v.environment} | {v.at:%Y-%m-%d %H:%M:%S} | {v.passed} | {v.failed} | {v.summary} |"
-            for v in record.verifications
-        ],
-        "",
-        "## Approvals",
-        "",
-        "| environment | decision | approver | comment | at |",
-        "|---|---|---|---|---|",
-        *[
-            f"| {a.environment} | {a.decision} | {a.approver or '(nobody)'} | {a.comment} | {a.at:%Y-%m-%d %H:%M:%S} |"
-            for a in record.approvals
-        ],
-    ]
-    return "\n".join(lines)
-
-
-@stage("release record", retries=2)
+@pipeline_task("release record", retries=2)
 def publish_record(
     pipeline: Pipeline, record: ReleaseRecord, timeline: Timeline, key_suffix: str = ""
 ) -> None:

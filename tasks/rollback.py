@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from contextlib import closing
-
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.drivers.base import DeployedState
-from tasks.common import logger, stage
-from tasks.wiring import driver_for
+from tasks.runtime import connections, logger, pipeline_task
 
 
-@stage("rollback", retries=3)
+@pipeline_task("rollback", retries=3)
 def rollback(pipeline: Pipeline, env: EnvironmentConfig) -> DeployedState:
     log = logger()
-    with closing(driver_for(pipeline, env)) as driver:
-        outcome = driver.rollback(progress=lambda msg: log.info("%s | %s", env.name, msg))
+    with connections(pipeline) as c:
+        outcome = c.driver(env).rollback(progress=lambda msg: log.info("%s | %s", env.name, msg))
     log.warning("%s rolled back: %s", env.name, outcome.message)
     return outcome.state

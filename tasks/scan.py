@@ -7,10 +7,10 @@ from prefect.artifacts import create_table_artifact
 from conveyor.clients.docker_engine import BuiltImage
 from conveyor.config import Pipeline
 from conveyor.scan_policy import ScanResult, enforce, findings_table, scan, trivy_for
-from tasks.common import logger, stage
+from tasks.runtime import logger, pipeline_task
 
 
-@stage("scan", retries=1)
+@pipeline_task("scan", retries=1)
 def scan_image(pipeline: Pipeline, built: BuiltImage) -> ScanResult:
     log = logger()
     result = scan(

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from conveyor.config.base import SecretRef
 from conveyor.config.drivers import MarathonAuth, MarathonDriverConfig
+from conveyor.connections import marathon_auth
 from conveyor.drivers.marathon import MarathonDriver
 from conveyor.errors import AuthenticationFailed, PreflightFailed
 from conveyor.localstack.registry import RegistryServer
@@ -97,7 +98,8 @@ def make_driver(
         deploy_timeout_s=60,
     )
     pem = SecretStr(key or cluster.key)
-    return MarathonDriver("integration", config, lambda ref: pem, transport=transport)
+    auth = marathon_auth(config, lambda ref: pem)
+    return MarathonDriver("integration", config, auth=auth, transport=transport)
 
 
 def test_service_account_logs_in_once_and_deploys(cluster: Cluster, tmp_path: Path) -> None:

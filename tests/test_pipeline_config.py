@@ -12,9 +12,9 @@ from pydantic import SecretStr
 
 from conveyor.clients.registry import RegistryClient
 from conveyor.config import load_pipeline
+from conveyor.connections import Connections
 from conveyor.errors import ConfigError
-from tasks.common import resolve_secret
-from tasks.wiring import driver_for, registry_auth
+from tasks.runtime import resolve_secret
 from tests.pipeline_support import (
     PASSWORD_ENV,
     App,
@@ -151,11 +151,11 @@ def test_the_registry_password_is_in_no_repr(
     config = load_pipeline(write_pipeline(tmp_path / "p.yaml", _sample(tmp_path)))
     resolved = resolve_secret(config.registry.password)  # type: ignore[arg-type]
     assert resolved.get_secret_value() == secret
-    auth = registry_auth(config)
     client = RegistryClient.from_config(config.registry, SecretStr(secret))
     try:
-        driver = driver_for(config, config.environments[0])
-        try:
+        with Connections(config, resolve_secret=resolve_secret) as connections:
+            auth = connections.registry_auth()
+            driver = connections.driver(config.environments[0])
             shown = [
                 repr(config),
                 str(config),
@@ -163,9 +163,9 @@ def test_the_registry_password_is_in_no_repr(
                 repr(auth),
                 repr(client),
                 repr(driver),
+                repr(connections),
+                repr(connections.registry()),
             ]
-        finally:
-            driver.close()
     finally:
         client.close()
     assert not [text for text in shown if secret in text]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import closing
 from typing import Annotated
 
 import typer
@@ -11,6 +10,8 @@ from rich.table import Table
 
 from conveyor.cli.pipeline_cmds import DEFAULT_PIPELINE, PipelineOpt
 from conveyor.config import Pipeline, load_pipeline
+from conveyor.connections import Connections
+from conveyor.errors import NotFound
 from conveyor.preflight import PreflightReport
 from conveyor.release import Release
 
@@ -31,22 +32,28 @@ def _report_table(reports: list[PreflightReport]) -> Table:
     return table
 
 
-def _release_for(pipeline: Pipeline, environment: str, digest: str | None) -> Release:
+def _connections(pipeline: Pipeline) -> Connections:
+    """What the command talks to; Prefect Secret blocks are read as the flows read them."""
+    from tasks.runtime import resolve_secret
+
+    return Connections(pipeline, resolve_secret=resolve_secret)
+
+
+def _release_for(connections: Connections, environment: str, digest: str | None) -> Release:
     """The release a deploy of ``environment`` would take: ``digest``, or what the
     environment before it passed (its tag), or for the first, the first's own tag."""
-    from tasks.push import find_release
-    from tasks.wiring import registry_client
+    from conveyor import source
 
-    if digest is None:
-        env = pipeline.environment(environment)
-        index = pipeline.environments.index(env)
-        source = pipeline.environments[max(index - 1, 0)]
-        with registry_client(pipeline) as registry:
-            digest = registry.resolve(pipeline.registry.repository, source.tag)
-        if digest is None:
-            err.print(f"[red]no digest carries {source.tag} yet; pass --digest[/]")
-            raise typer.Exit(2)
-    return find_release.fn(pipeline, digest)
+    if digest is not None:
+        return source.find_release(connections, digest)
+    pipeline = connections.pipeline
+    index = pipeline.environments.index(pipeline.environment(environment))
+    tag = pipeline.environments[max(index - 1, 0)].tag
+    try:
+        return source.tagged_release(connections, tag)
+    except NotFound:
+        err.print(f"[red]no digest carries {tag} yet; pass --digest[/]")
+        raise typer.Exit(2) from None
 
 
 def preflight(
@@ -55,16 +62,13 @@ def preflight(
     digest: Annotated[str | None, typer.Option(help="the release to check room for")] = None,
 ) -> None:
     """Run an environment's pre-flight checks now and show every result."""
-    from tasks.preflight import dcos_report, vsphere_report
+    from conveyor.preflight.environment import environment_preflight
 
     config = load_pipeline(pipeline)
     env = config.environment(environment)
-    reports = []
-    with console.status(f"asking the {environment} cluster"):
-        if env.preflight.dcos:
-            reports.append(dcos_report(config, env, _release_for(config, environment, digest)))
-        if env.preflight.vsphere is not None:
-            reports.append(vsphere_report(env, env.preflight.vsphere))
+    with _connections(config) as connections, console.status(f"asking the {environment} cluster"):
+        release = _release_for(connections, environment, digest) if env.preflight.dcos else None
+        reports = environment_preflight(connections, env, release)
     if not reports:
         console.print(f"{environment} has no pre-flight checks configured")
         return
@@ -83,23 +87,18 @@ def plan(
     ] = None,
 ) -> None:
     """Show what a deploy would change in an environment; changes nothing."""
-    from tasks.wiring import driver_for
-
     config = load_pipeline(pipeline)
     env = config.environment(environment)
-    release = _release_for(config, environment, digest)
-    with closing(driver_for(config, env)) as driver:
-        console.print(driver.plan(release), highlight=False, markup=False)
+    with _connections(config) as connections:
+        release = _release_for(connections, environment, digest)
+        console.print(connections.driver(env).plan(release), highlight=False, markup=False)
 
 
-def _protected(config: Pipeline) -> set[str]:
+def _protected(connections: Connections) -> set[str]:
     """What runs anywhere, and what each environment would roll back to."""
-    from tasks.wiring import driver_for
-
     keep: set[str] = set()
-    for env in config.environments:
-        with closing(driver_for(config, env)) as driver:
-            state = driver.status()
+    for env in connections.pipeline.environments:
+        state = connections.driver(env).status()
         keep |= {d for d in (state.digest, state.previous_digest) if d}
     return keep
 
@@ -113,16 +112,15 @@ def gc(
     """Delete old releases beyond the newest N; never one an environment runs or needs."""
     from conveyor.gc import apply_gc, plan_gc
     from conveyor.promotion import TagPolicy
-    from tasks.wiring import registry_client
 
     config = load_pipeline(pipeline)
-    protected = _protected(config)
-    with registry_client(config) as registry:
+    with _connections(config) as connections:
+        registry = connections.registry()
         todo = plan_gc(
             registry,
             config.registry.repository,
             keep=config.registry.keep_integration_ready,
-            protected=protected,
+            protected=_protected(connections),
             policy=TagPolicy.from_config(config.registry),
         )
         for line in todo.lines():

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from conveyor.preflight import Demand, PreflightReport
 from conveyor.release import Release
 
 Progress = Callable[[str], None]
@@ -80,6 +81,18 @@ class DeployDriver(Protocol):
 
     def plan(self, release: Release) -> str:
         """A human-readable diff of what ``deploy(release)`` would change; changes nothing."""
+        ...
+
+    def preflight(self, release: Release) -> PreflightReport | None:
+        """The platform's own pre-flight for deploying ``release``; changes nothing.
+
+        None where the platform has nothing to check (one local Docker Engine).
+        """
+        ...
+
+    def demand(self) -> Demand | None:
+        """What the app's instances take of a cluster's agents, for the capacity checks
+        of the ground under it (vCenter); None where no cluster schedules them."""
         ...
 
     def close(self) -> None: ...

@@ -390,5 +390,11 @@ class DockerDriver:
         self._cut_over(image, digest, version, progress)
         return self._outcome(True, f"{self.environment}: rolled back to {version}", progress)
 
+    def preflight(self, release: Release) -> None:
+        """One Docker Engine has no cluster to check before a deploy."""
+
+    def demand(self) -> None:
+        """Nothing schedules the containers over agents whose capacity could be checked."""
+
     def close(self) -> None:
         """The Docker and HTTP clients belong to the caller, who closes them."""

@@ -17,11 +17,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
-from conveyor.clients.dcos import LOGIN_PATH, DcosClient, DcosServiceAccountAuth
+from conveyor.clients.dcos import DcosClient
 from conveyor.clients.marathon import EventWatch, MarathonClient, tls_verify
-from conveyor.config.base import SecretRef
 from conveyor.config.drivers import MarathonDriverConfig
 from conveyor.drivers.base import DeployedState, DeployOutcome, Progress, no_progress
 from conveyor.drivers.marathon_app import (
@@ -34,12 +32,11 @@ from conveyor.drivers.marathon_app import (
     overlay,
     render,
 )
-from conveyor.errors import ConfigError, ConveyorError, DeploymentFailed, Locked, NotFound
-from conveyor.preflight import PreflightReport
+from conveyor.errors import ConveyorError, DeploymentFailed, Locked, NotFound
+from conveyor.preflight import Demand, PreflightReport
 from conveyor.preflight.dcos import dcos_preflight
 from conveyor.release import Release
 
-SecretResolver = Callable[[SecretRef], SecretStr]
 Check = Callable[[], tuple[bool, str]]
 
 TASK_EMBED = ("app.tasks", "app.lastTaskFailure")
@@ -49,31 +46,13 @@ POLL_GROWTH = 1.6
 MAX_VERSIONS = 25
 
 
-def _no_secrets(ref: SecretRef) -> SecretStr:
-    raise ConfigError(
-        "pipeline", [f"a secret is needed ({ref.describe()}) but no resolver was given"]
-    )
-
-
-def build_auth(config: MarathonDriverConfig, resolve: SecretResolver) -> httpx.Auth | None:
-    auth = config.auth
-    if auth.kind == "basic" and auth.username and auth.password:
-        return httpx.BasicAuth(auth.username, resolve(auth.password).get_secret_value())
-    if auth.kind == "dcos" and auth.uid and auth.private_key:
-        login_url = config.url.rstrip("/") + LOGIN_PATH
-        return DcosServiceAccountAuth(
-            login_url, auth.uid, resolve(auth.private_key), auth.login_token_ttl_s
-        )
-    return None
-
-
 class MarathonDriver:
     def __init__(
         self,
         environment: str,
         config: MarathonDriverConfig,
-        resolve_secret: SecretResolver = _no_secrets,
         *,
+        auth: httpx.Auth | None = None,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -86,7 +65,7 @@ class MarathonDriver:
         self._sleep = sleep
         self._verify = tls_verify(config.verify_tls, config.ca_bundle)
         self._transport = transport
-        self.auth = build_auth(config, resolve_secret)
+        self.auth = auth
         base = config.url.rstrip("/") + ("/service/marathon" if config.dcos else "")
         self.client = MarathonClient(
             base,
@@ -219,6 +198,16 @@ class MarathonDriver:
             )
         return DeployOutcome(
             self.status(), True, f"{self.app_id} rolled back to {image_of(target)}"
+        )
+
+    def demand(self) -> Demand:
+        """From the app template; counting every instance (not only the over-capacity of a
+        rolling upgrade) keeps the check on the safe side."""
+        app = self._template
+        return Demand(
+            instances=int(app.get("instances", 1)),
+            cpus=float(app.get("cpus", 1)),
+            mem_mb=float(app.get("mem", 128)),
         )
 
     def preflight(self, release: Release) -> PreflightReport:

@@ -26,6 +26,15 @@ class Check:
 
 
 @dataclass(frozen=True)
+class Demand:
+    """What the release needs: ``instances`` each taking ``cpus`` cores and ``mem_mb`` MiB."""
+
+    instances: int
+    cpus: float
+    mem_mb: float
+
+
+@dataclass(frozen=True)
 class PreflightReport:
     environment: str
     source: str  # "dcos", "vsphere", ...

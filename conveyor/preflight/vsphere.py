@@ -14,18 +14,10 @@ from conveyor.clients.vsphere import VSphereClient
 from conveyor.clients.vsphere_inventory import Cluster, Inventory, VirtualMachine
 from conveyor.config.preflight import AgentVmSelector, VSphereConfig
 from conveyor.errors import PlacementViolation
-from conveyor.preflight import Check, PreflightReport, Status
+from conveyor.preflight import Check, Demand, PreflightReport, Status
 
 GIB = 2**30
-
-
-@dataclass(frozen=True)
-class Demand:
-    """What the release needs: ``instances`` each taking ``cpus`` cores and ``mem_mb`` MiB."""
-
-    instances: int
-    cpus: float
-    mem_mb: float
+__all__ = ["Demand", "check_placement", "evaluate", "evaluate_placement", "run_preflight"]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Stage durations of one run, for the table artifact a person reads after it."""
+"""Stage durations of one run, for the table a person reads after it."""
 
 from __future__ import annotations
 

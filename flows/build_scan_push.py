@@ -1,4 +1,5 @@
-"""From source to a pushed release: build, then scan and push side by side.
+"""From source to a pushed release, as ``ship`` and ``nightly`` open: build, then scan
+and push side by side (a step of those flows, not a flow of its own).
 
 The push is not a promotion: the version tag it sets names the image, while the tag
 that lets a release into integration is set only after the scan passed. So the two
@@ -10,7 +11,7 @@ from __future__ import annotations
 from conveyor.config import Pipeline
 from conveyor.release import Release
 from conveyor.scan_policy import ScanResult
-from flows.timeline import Timeline
+from conveyor.timeline import Timeline
 from tasks.build import build_image
 from tasks.evidence import attach_evidence
 from tasks.push import push_image

@@ -1,8 +1,8 @@
 """The manual gate: the flow run pauses until a person on the allowlist decides.
 
-The pause is Prefect's own (``pause_flow_run(wait_for_input=...)``), so the UI's
-Resume form, ``conveyor approve`` and ``POST /api/flow_runs/{id}/resume`` all answer
-it. A timeout is a rejection, and the run fails with that reason rather than lingering
+Prefect pauses flow runs, not tasks, so the gate runs in the flow itself. The pause
+is Prefect's own (``pause_flow_run(wait_for_input=...)``), so the UI's Resume form,
+``conveyor approve`` and ``POST /api/flow_runs/{id}/resume`` all answer it. A timeout is a rejection, and the run fails with that reason rather than lingering
 as Paused (Prefect #11414).
 """
 
@@ -19,9 +19,10 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from conveyor.config import EnvironmentConfig
+from conveyor.delivery import describe_request
 from conveyor.errors import ApprovalRejected
 from conveyor.release import ApprovalRecord, Release
-from tasks.common import logger
+from tasks.runtime import logger
 
 # Prefect checks for a resume every ``poll_interval`` seconds (10 by default). Half a
 # second keeps the approval-to-next-task latency under a second even when the answer
@@ -38,20 +39,6 @@ class ApprovalInput(RunInput):
     )
     approver: str = Field(description="your name, as on the environment's approvers list")
     comment: str = Field(default="", description="why (required to reject)")
-
-
-def describe_request(env: EnvironmentConfig, release: Release, evidence: list[str]) -> str:
-    lines = [
-        f"## Approve `{release.app}` {release.version} for **{env.name}**?",
-        "",
-        f"- image: `{release.image}`",
-        f"- approvers: {', '.join(env.approval.names) if env.approval else '-'}",
-        "",
-        *[f"- {line}" for line in evidence],
-        "",
-        "Answer with decision `approve` or `reject`, your name, and a comment.",
-    ]
-    return "\n".join(lines)
 
 
 def _ask(description: str, remaining_s: float, attempt: int, env: str) -> ApprovalInput:

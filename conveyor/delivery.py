@@ -1,0 +1,168 @@
+"""Taking one release into one environment: the path every flow shares.
+
+The order is the promotion model's: proof from the previous stage, a person's
+approval where the environment asks for one, the environment's tag on the digest,
+the cluster's pre-flight, the deploy, then verification with an automatic rollback
+when it fails. Each step asks the real systems what they hold first, so a rerun
+after a crash neither deploys nor promotes twice.
+
+The steps themselves are injected (``EnvironmentSteps``): the flows hand in their
+Prefect tasks, a test its fakes, and the order and the verdicts live here once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from conveyor.config import EnvironmentConfig, Pipeline
+from conveyor.drivers.base import DeployedState, DeployOutcome
+from conveyor.errors import (
+    ApprovalRejected,
+    ConveyorError,
+    IntegrationTestsFailed,
+    RolledBack,
+    VerificationFailed,
+)
+from conveyor.release import ApprovalRecord, Deployment, Release, ReleaseRecord, Verification
+from conveyor.timeline import Timeline
+
+
+class EnvironmentSteps(Protocol):
+    """The operations ``enter_environment`` orders; each is idempotent."""
+
+    def current_state(self, env: EnvironmentConfig) -> DeployedState: ...
+
+    def require_proof(self, release: Release, previous: EnvironmentConfig) -> None: ...
+
+    def earlier_approval(
+        self, release: Release, env: EnvironmentConfig
+    ) -> ApprovalRecord | None: ...
+
+    def approve(
+        self, env: EnvironmentConfig, release: Release, evidence: list[str], auto: bool
+    ) -> ApprovalRecord:
+        """A person's approval (or the demo's automatic one); ``ApprovalRejected`` otherwise."""
+        ...
+
+    def attach_evidence(
+        self, release: Release, kind: str, environment: str, payload: dict[str, Any]
+    ) -> None: ...
+
+    def tag_release(self, release: Release, env: EnvironmentConfig) -> None: ...
+
+    def preflight(self, env: EnvironmentConfig, release: Release) -> None: ...
+
+    def deploy(self, env: EnvironmentConfig, release: Release) -> DeployOutcome: ...
+
+    def run_checks(self, env: EnvironmentConfig, release: Release) -> Verification: ...
+
+    def rollback(self, env: EnvironmentConfig) -> DeployedState: ...
+
+
+def approval_evidence(record: ReleaseRecord) -> list[str]:
+    """What the approver is shown: the scan and every environment's test results so far."""
+    lines = [f"scan: {record.scan_summary or 'not scanned in this run'}"]
+    for v in record.verifications:
+        lines.append(
+            f"tests in {v.environment}: {v.passed} passed, {v.failed} failed ({v.summary})"
+        )
+    return lines
+
+
+def describe_request(env: EnvironmentConfig, release: Release, evidence: list[str]) -> str:
+    """The request a person reads in the Resume form."""
+    lines = [
+        f"## Approve `{release.app}` {release.version} for **{env.name}**?",
+        "",
+        f"- image: `{release.image}`",
+        f"- approvers: {', '.join(env.approval.names) if env.approval else '-'}",
+        "",
+        *[f"- {line}" for line in evidence],
+        "",
+        "Answer with decision `approve` or `reject`, your name, and a comment.",
+    ]
+    return "\n".join(lines)
+
+
+def _approval(
+    steps: EnvironmentSteps,
+    env: EnvironmentConfig,
+    release: Release,
+    record: ReleaseRecord,
+    auto: bool,
+) -> None:
+    earlier = steps.earlier_approval(release, env)
+    if earlier is not None:
+        record.approvals.append(earlier)
+        return
+    try:
+        approval = steps.approve(env, release, approval_evidence(record), auto)
+    except ApprovalRejected as exc:
+        record.approvals.append(
+            ApprovalRecord(environment=env.name, decision="reject", approver=None, comment=str(exc))
+        )
+        raise
+    record.approvals.append(approval)
+    steps.attach_evidence(release, "approval", env.name, approval.model_dump(mode="json"))
+
+
+def enter_environment(
+    steps: EnvironmentSteps,
+    pipeline: Pipeline,
+    env: EnvironmentConfig,
+    release: Release,
+    record: ReleaseRecord,
+    timeline: Timeline,
+    auto: bool = False,
+) -> None:
+    index = pipeline.environments.index(env)
+    before = steps.current_state(env)
+    already = before.runs(release)
+    if index > 0:
+        with timeline.stage(f"evidence {env.name}"):
+            steps.require_proof(release, pipeline.environments[index - 1])
+    if env.approval is not None and not already:
+        with timeline.stage(f"approval {env.name}"):
+            _approval(steps, env, release, record, auto)
+    with timeline.stage(f"promote {env.tag}"):
+        steps.tag_release(release, env)
+    if not already:
+        with timeline.stage(f"pre-flight {env.name}"):
+            steps.preflight(env, release)
+    with timeline.stage(f"deploy {env.name}"):
+        outcome = steps.deploy(env, release)
+    record.deployments.append(Deployment(environment=env.name, changed=outcome.changed))
+    # Only a release that ran here before can be restored: a failed first deploy fails
+    # the run on its checks, not on "no previous release to roll back to".
+    restorable = outcome.changed and before.digest is not None
+    with timeline.stage(f"verify {env.name}"):
+        _verify_or_roll_back(steps, pipeline, env, release, record, restorable=restorable)
+
+
+def _verify_or_roll_back(
+    steps: EnvironmentSteps,
+    pipeline: Pipeline,
+    env: EnvironmentConfig,
+    release: Release,
+    record: ReleaseRecord,
+    restorable: bool,
+) -> None:
+    try:
+        verification = steps.run_checks(env, release)
+        record.verifications.append(verification)
+        if verification.failed:
+            failure = (
+                IntegrationTestsFailed if env is pipeline.environments[0] else VerificationFailed
+            )
+            raise failure(
+                f"{verification.failed} of {verification.passed + verification.failed} checks "
+                f"failed in {env.name}: {verification.summary}"
+            )
+    except ConveyorError as exc:
+        if not (env.rollback_on_failure and restorable):
+            raise
+        restored = steps.rollback(env)
+        raise RolledBack(
+            f"{env.name} failed verification of {release.version} ({exc}); "
+            f"rolled back to {restored.version or restored.digest}"
+        ) from exc

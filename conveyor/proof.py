@@ -1,0 +1,77 @@
+"""What a release has proven, kept with its image: the evidence each environment
+attached to the digest, and approvals an earlier run recorded there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor import evidence
+from conveyor.config import EnvironmentConfig, Pipeline
+from conveyor.connections import Connections
+from conveyor.evidence import Evidence
+from conveyor.release import ApprovalRecord, Release, utcnow
+
+
+def test_kind(pipeline: Pipeline, environment: str) -> str:
+    """The first environment's tests are integration tests; later ones verify."""
+    return "integration" if environment == pipeline.environments[0].name else "verification"
+
+
+def attach(
+    connections: Connections,
+    release: Release,
+    kind: str,
+    environment: str,
+    payload: dict[str, Any],
+) -> str:
+    """Attach ``payload`` to the release's digest; ``tests`` becomes the environment's kind."""
+    if kind == "tests":
+        kind = test_kind(connections.pipeline, environment)
+    return evidence.attach_evidence(
+        connections.registry(),
+        release.repository,
+        release.digest,
+        kind,
+        {**payload, "environment": environment},
+    )
+
+
+def require_proof(
+    connections: Connections, release: Release, previous: EnvironmentConfig
+) -> list[Evidence]:
+    """The previous environment's passing results, or ``EvidenceMissing``."""
+    kind = test_kind(connections.pipeline, previous.name)
+    return evidence.require_evidence(
+        connections.registry(),
+        release.repository,
+        release.digest,
+        kinds=(kind,),
+        environment=previous.name,
+    )
+
+
+def earlier_approval(
+    connections: Connections, release: Release, env: EnvironmentConfig
+) -> ApprovalRecord | None:
+    """An approval of this digest for ``env`` that an earlier run recorded with the image.
+
+    A rerun after a crash between approval and deploy goes on with it instead of asking
+    again. Only approvers still on the environment's list count, and only within the
+    approval timeout: a release that comes back later is looked at again.
+    """
+    if env.approval is None:
+        return None
+    allowed, window = env.approval.names, env.approval.timeout
+    found = evidence.read_evidence(
+        connections.registry(), release.repository, release.digest, ("approval",)
+    )
+    for record in reversed(found):
+        p = record.payload
+        if (
+            p.get("environment") == env.name
+            and p.get("decision") == "approve"
+            and p.get("approver") in allowed
+            and utcnow() - record.created <= window
+        ):
+            return ApprovalRecord.model_validate(p)
+    return None

@@ -1,0 +1,45 @@
+"""The release record as a person reads it: where a digest went, what it passed and
+who let it through."""
+
+from __future__ import annotations
+
+from conveyor.release import ReleaseRecord
+
+
+def render_record(record: ReleaseRecord) -> str:
+    r = record.release
+    lines = [
+        f"# Release {r.app} {r.version}",
+        "",
+        f"- image: `{r.image}`",
+        f"- revision: `{r.revision or '-'}`",
+        f"- scan: {record.scan_summary or '-'}",
+        "",
+        "## Environments",
+        "",
+        "| environment | deployed at | changed |",
+        "|---|---|---|",
+        *[
+            f"| {d.environment} | {d.at:%Y-%m-%d %H:%M:%S} UTC | {'yes' if d.changed else 'already there'} |"
+            for d in record.deployments
+        ],
+        "",
+        "## Verification",
+        "",
+        "| environment | at | passed | failed | summary |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {v.environment} | {v.at:%Y-%m-%d %H:%M:%S} | {v.passed} | {v.failed} | {v.summary} |"
+            for v in record.verifications
+        ],
+        "",
+        "## Approvals",
+        "",
+        "| environment | decision | approver | comment | at |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {a.environment} | {a.decision} | {a.approver or '(nobody)'} | {a.comment} | {a.at:%Y-%m-%d %H:%M:%S} |"
+            for a in record.approvals
+        ],
+    ]
+    return "\n".join(lines)

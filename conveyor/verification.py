@@ -1,0 +1,87 @@
+"""Integration tests and production verification of one environment: health, the HTTP
+checks, the test command and, where vCenter is configured, the spread of the instances
+over ESXi hosts. Every check runs and is reported; the caller decides what a failure means."""
+
+from __future__ import annotations
+
+import time
+
+from conveyor.config import EnvironmentConfig
+from conveyor.connections import Connections
+from conveyor.drivers.base import DeployedState
+from conveyor.errors import PlacementViolation
+from conveyor.preflight.vsphere import check_placement
+from conveyor.probe import CheckResult, run_http_checks, run_test_command, wait_healthy
+from conveyor.release import Verification
+
+PLACEMENT = "placement over ESXi hosts"
+
+
+def run_checks(connections: Connections, env: EnvironmentConfig) -> list[CheckResult]:
+    """What runs in ``env`` now, checked: every result, passed or not."""
+    state = connections.driver(env).status()
+    urls = [i.url for i in state.instances]
+    http = connections.http()
+    wait_healthy(
+        http,
+        urls,
+        env.health.path,
+        env.health.expect_status,
+        env.health.timeout_s,
+        env.health.interval_s,
+    )
+    results: list[CheckResult] = []
+    for url in urls:
+        for result in run_http_checks(http, url, env.tests.http):
+            name = result.name if len(urls) == 1 else f"{result.name} @ {url}"
+            results.append(CheckResult(name, result.passed, result.detail, result.duration_s))
+    if env.tests.command:
+        results.append(run_test_command(env.tests.command, urls, env.tests.command_timeout_s))
+    placement = placement_check(connections, env, state)
+    if placement is not None:
+        results.append(placement)
+    return results
+
+
+def placement_check(
+    connections: Connections, env: EnvironmentConfig, state: DeployedState
+) -> CheckResult | None:
+    """Do the instances spread over enough ESXi hosts that one host failure cannot take
+    the app down? None where no vCenter is configured or nothing runs."""
+    cfg = env.preflight.vsphere
+    if cfg is None or not state.instances:
+        return None
+    agents = [i.agent or i.host for i in state.instances]
+    started = time.monotonic()
+    client = connections.vsphere(env)
+    if client is None:
+        return None
+    try:
+        result = check_placement(client, cfg, agents, cfg.min_hosts)
+    except PlacementViolation as exc:
+        return CheckResult(PLACEMENT, False, str(exc), time.monotonic() - started)
+    spread = ", ".join(f"{p.agent} on {p.host}" for p in result.placements)
+    return CheckResult(
+        PLACEMENT, True, f"{len(result.hosts)} hosts: {spread}", time.monotonic() - started
+    )
+
+
+def verdict(env: EnvironmentConfig, results: list[CheckResult]) -> Verification:
+    failed = [r for r in results if not r.passed]
+    summary = ", ".join(f"{r.name}: {'ok' if r.passed else 'FAILED'}" for r in results)
+    return Verification(
+        environment=env.name, passed=len(results) - len(failed), failed=len(failed), summary=summary
+    )
+
+
+def results_rows(results: list[CheckResult]) -> list[dict[str, str | float]]:
+    """One row per check, for the tests table a person reads."""
+    return [
+        {
+            "check": r.name,
+            "result": "passed" if r.passed else "FAILED",
+            "detail": r.detail,
+            "seconds": round(r.duration_s, 2),
+        }
+        for r in results
+    ]
