@@ -1,0 +1,341 @@
+"""``enter_environment``'s branches, table-driven, with a hand-written driver and
+registry: the order of the steps and the verdicts, without Prefect or a cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor.config import EnvironmentConfig, Pipeline, parse_pipeline
+from conveyor.delivery import enter_environment
+from conveyor.drivers.base import DeployedState, DeployOutcome, Instance
+from conveyor.errors import (
+    ApprovalRejected,
+    ConveyorError,
+    EvidenceMissing,
+    IntegrationTestsFailed,
+    RolledBack,
+    VerificationFailed,
+)
+from conveyor.release import ApprovalRecord, Release, ReleaseRecord, Verification
+from conveyor.timeline import Timeline
+
+OLD = "sha256:" + "a" * 64
+NEW = "sha256:" + "b" * 64
+
+
+def _release(digest: str, version: str) -> Release:
+    return Release(
+        app="hello",
+        registry="127.0.0.1:5000",
+        repository="conveyor/hello",
+        digest=digest,
+        version=version,
+        revision=None,
+    )
+
+
+class FakeDriver:
+    """One environment: what runs, and what ran before it."""
+
+    def __init__(self, environment: str, runs: Release | None) -> None:
+        self.environment = environment
+        self.current = runs
+        self.previous: Release | None = None
+
+    def status(self) -> DeployedState:
+        if self.current is None:
+            return DeployedState(environment=self.environment, digest=None, version=None)
+        return DeployedState(
+            environment=self.environment,
+            digest=self.current.digest,
+            version=self.current.version,
+            instances=(Instance("127.0.0.1", 1, healthy=True),),
+            previous_digest=self.previous.digest if self.previous else None,
+        )
+
+    def deploy(self, release: Release) -> DeployOutcome:
+        if self.current == release:
+            return DeployOutcome(self.status(), False, "already there")
+        self.previous, self.current = self.current, release
+        return DeployOutcome(self.status(), True, "deployed")
+
+    def rollback(self) -> DeployedState:
+        assert self.previous is not None, "rolled back with nothing to return to"
+        self.current, self.previous = self.previous, None
+        return self.status()
+
+
+@dataclass
+class FakeRegistry:
+    """Tags and the evidence attached to digests."""
+
+    tags: dict[str, str] = field(default_factory=dict)
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class FakeSteps:
+    pipeline: Pipeline
+    drivers: dict[str, FakeDriver]
+    registry: FakeRegistry
+    answer: str = "approve"
+    checks_fail: bool = False
+    calls: list[str] = field(default_factory=list)
+
+    def current_state(self, env: EnvironmentConfig) -> DeployedState:
+        return self.drivers[env.name].status()
+
+    def require_proof(self, release: Release, previous: EnvironmentConfig) -> None:
+        self.calls.append(f"proof {previous.name}")
+        if not any(
+            e["digest"] == release.digest and e["environment"] == previous.name and e["passed"]
+            for e in self.registry.evidence
+        ):
+            raise EvidenceMissing(f"{release.short} has no passing results from {previous.name}")
+
+    def earlier_approval(self, release: Release, env: EnvironmentConfig) -> ApprovalRecord | None:
+        for e in self.registry.evidence:
+            if e["kind"] == "approval" and e["digest"] == release.digest:
+                return ApprovalRecord.model_validate(e["payload"])
+        return None
+
+    def approve(
+        self, env: EnvironmentConfig, release: Release, evidence: list[str], auto: bool
+    ) -> ApprovalRecord:
+        self.calls.append(f"approve {env.name}")
+        if self.answer == "reject":
+            raise ApprovalRejected(f"bob rejected {release.version} for {env.name}: freeze")
+        return ApprovalRecord(environment=env.name, decision="approve", approver="alice")
+
+    def attach_evidence(
+        self, release: Release, kind: str, environment: str, payload: dict[str, Any]
+    ) -> None:
+        self.calls.append(f"attach {kind} {environment}")
+        self.registry.evidence.append(
+            {
+                "kind": kind,
+                "digest": release.digest,
+                "environment": environment,
+                "passed": True,
+                "payload": payload,
+            }
+        )
+
+    def tag_release(self, release: Release, env: EnvironmentConfig) -> None:
+        self.calls.append(f"tag {env.tag}")
+        self.registry.tags[env.tag] = release.digest
+
+    def preflight(self, env: EnvironmentConfig, release: Release) -> None:
+        self.calls.append(f"preflight {env.name}")
+
+    def deploy(self, env: EnvironmentConfig, release: Release) -> DeployOutcome:
+        self.calls.append(f"deploy {env.name}")
+        return self.drivers[env.name].deploy(release)
+
+    def run_checks(self, env: EnvironmentConfig, release: Release) -> Verification:
+        self.calls.append(f"verify {env.name}")
+        failed = 1 if self.checks_fail else 0
+        return Verification(
+            environment=env.name, passed=1 - failed, failed=failed, summary="health: ok"
+        )
+
+    def rollback(self, env: EnvironmentConfig) -> DeployedState:
+        self.calls.append(f"rollback {env.name}")
+        return self.drivers[env.name].rollback()
+
+
+def _pipeline(tmp_path: Path) -> Pipeline:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    envs = [
+        {
+            "name": "integration",
+            "tag": "integration-ready",
+            "driver": {"kind": "docker", "port": 1},
+        },
+        {
+            "name": "production",
+            "tag": "production-ready",
+            "driver": {"kind": "docker", "port": 2},
+            "approval": {"approvers": ["alice"], "timeout": "1h"},
+        },
+    ]
+    data = {
+        "app": {"name": "hello", "context": str(tmp_path)},
+        "registry": {"url": "http://127.0.0.1:5000", "repository": "conveyor/hello"},
+        "environments": envs,
+    }
+    return parse_pipeline(data, "pipeline.yaml", tmp_path)
+
+
+@dataclass(frozen=True)
+class Case:
+    environment: str
+    runs: str | None  # what the environment runs before: "new", "old" or nothing
+    answer: str = "approve"
+    checks_fail: bool = False
+    raises: type[ConveyorError] | None = None
+    calls: tuple[str, ...] = ()
+    runs_after: str | None = "new"
+    approvals: tuple[str, ...] = ()
+
+
+PROOF = ("proof integration",)
+CASES = {
+    "already deployed: no approval, no pre-flight, nothing changes": Case(
+        "production",
+        runs="new",
+        calls=(*PROOF, "tag production-ready", "deploy production", "verify production"),
+    ),
+    "first deploy into integration": Case(
+        "integration",
+        runs=None,
+        calls=(
+            "tag integration-ready",
+            "preflight integration",
+            "deploy integration",
+            "verify integration",
+        ),
+    ),
+    "first deploy into production asks and records the approval": Case(
+        "production",
+        runs="old",
+        calls=(
+            *PROOF,
+            "approve production",
+            "attach approval production",
+            "tag production-ready",
+            "preflight production",
+            "deploy production",
+            "verify production",
+        ),
+        approvals=("approve",),
+    ),
+    "failed verification rolls back to the release that ran before": Case(
+        "production",
+        runs="old",
+        checks_fail=True,
+        raises=RolledBack,
+        calls=(
+            *PROOF,
+            "approve production",
+            "attach approval production",
+            "tag production-ready",
+            "preflight production",
+            "deploy production",
+            "verify production",
+            "rollback production",
+        ),
+        runs_after="old",
+        approvals=("approve",),
+    ),
+    "failed verification of a first deploy fails on its checks, no rollback": Case(
+        "production",
+        runs=None,
+        checks_fail=True,
+        raises=VerificationFailed,
+        calls=(
+            *PROOF,
+            "approve production",
+            "attach approval production",
+            "tag production-ready",
+            "preflight production",
+            "deploy production",
+            "verify production",
+        ),
+        approvals=("approve",),
+    ),
+    "failed integration tests are integration failures": Case(
+        "integration",
+        runs=None,
+        checks_fail=True,
+        raises=IntegrationTestsFailed,
+        calls=(
+            "tag integration-ready",
+            "preflight integration",
+            "deploy integration",
+            "verify integration",
+        ),
+    ),
+    "a rejected approval stops before the tag and the deploy": Case(
+        "production",
+        runs="old",
+        answer="reject",
+        raises=ApprovalRejected,
+        calls=(*PROOF, "approve production"),
+        runs_after="old",
+        approvals=("reject",),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_enter_environment(case: Case, tmp_path: Path) -> None:
+    pipeline = _pipeline(tmp_path)
+    old, new = _release(OLD, "1.0"), _release(NEW, "1.1")
+    runs = {"new": new, "old": old, None: None}
+    drivers = {e.name: FakeDriver(e.name, None) for e in pipeline.environments}
+    drivers[case.environment] = FakeDriver(case.environment, runs[case.runs])
+    passed = {"kind": "integration", "digest": NEW, "environment": "integration", "passed": True}
+    registry = FakeRegistry(evidence=[{**passed, "payload": {}}])
+    steps = FakeSteps(pipeline, drivers, registry, answer=case.answer, checks_fail=case.checks_fail)
+    record = ReleaseRecord(release=new)
+    env = pipeline.environment(case.environment)
+    if case.raises is None:
+        enter_environment(steps, pipeline, env, new, record, Timeline())
+    else:
+        with pytest.raises(case.raises):
+            enter_environment(steps, pipeline, env, new, record, Timeline())
+    assert tuple(steps.calls) == case.calls
+    assert drivers[case.environment].current == runs[case.runs_after]
+    assert tuple(a.decision for a in record.approvals) == case.approvals
+
+
+def test_an_approval_an_earlier_run_recorded_is_not_asked_again(tmp_path: Path) -> None:
+    pipeline = _pipeline(tmp_path)
+    new = _release(NEW, "1.1")
+    approval = ApprovalRecord(environment="production", decision="approve", approver="alice")
+    registry = FakeRegistry(
+        evidence=[
+            {"kind": "integration", "digest": NEW, "environment": "integration", "passed": True},
+            {
+                "kind": "approval",
+                "digest": NEW,
+                "environment": "production",
+                "passed": True,
+                "payload": approval.model_dump(mode="json"),
+            },
+        ]
+    )
+    drivers = {e.name: FakeDriver(e.name, None) for e in pipeline.environments}
+    steps = FakeSteps(pipeline, drivers, registry)
+    record = ReleaseRecord(release=new)
+    enter_environment(steps, pipeline, pipeline.environment("production"), new, record, Timeline())
+    assert "approve production" not in steps.calls
+    assert not [c for c in steps.calls if c.startswith("attach approval")]
+    assert [a.approver for a in record.approvals] == ["alice"]
+
+
+def test_a_release_without_proof_from_the_environment_before_goes_no_further(
+    tmp_path: Path,
+) -> None:
+    pipeline = _pipeline(tmp_path)
+    new = _release(NEW, "1.1")
+    drivers = {e.name: FakeDriver(e.name, None) for e in pipeline.environments}
+    steps = FakeSteps(pipeline, drivers, FakeRegistry())
+    timeline = Timeline()
+    with pytest.raises(EvidenceMissing):
+        enter_environment(
+            steps,
+            pipeline,
+            pipeline.environment("production"),
+            new,
+            ReleaseRecord(release=new),
+            timeline,
+        )
+    assert steps.calls == ["proof integration"]
+    assert timeline.rows[-1]["stage"] == "evidence production"
+    assert timeline.rows[-1]["outcome"] == "failed"
