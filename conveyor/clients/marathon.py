@@ -160,9 +160,6 @@ class MarathonClient:
         params = {"force": "true"} if force else {}
         return dict(self._json("PUT", _app_path(app_id), json=definition, params=params))
 
-    def tasks(self, app_id: str) -> list[dict[str, Any]]:
-        return list(self._json("GET", _app_path(app_id) + "/tasks")["tasks"])
-
     def versions(self, app_id: str) -> list[str]:
         """The app's versions, newest first."""
         return [str(v) for v in self._json("GET", _app_path(app_id) + "/versions")["versions"]]
@@ -181,9 +178,6 @@ class MarathonClient:
         # Not repeated after a timeout: a second revert could undo the first.
         body = self._json("DELETE", path, params=params, retry_timeouts=False)
         return dict(body) if isinstance(body, dict) else None
-
-    def info(self) -> dict[str, Any]:
-        return dict(self._json("GET", "/v2/info"))
 
     @contextmanager
     def events(

@@ -77,11 +77,6 @@ class Pipeline(StrictModel):
         known = ", ".join(e.name for e in self.environments)
         raise ConfigError("pipeline", [f"environments: no environment {name!r} (known: {known})"])
 
-    def next_after(self, name: str) -> EnvironmentConfig | None:
-        names = [e.name for e in self.environments]
-        i = names.index(self.environment(name).name)
-        return self.environments[i + 1] if i + 1 < len(self.environments) else None
-
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
     out = ""

@@ -64,6 +64,3 @@ class MarathonDriverConfig(StrictModel):
     poll_max_interval_s: float = Field(default=2.0, gt=0)
     # How long the rollback after a failed deploy may take before giving up on it.
     rollback_timeout_s: float = Field(default=300, gt=0)
-
-
-DriverConfig = DockerDriverConfig | MarathonDriverConfig
