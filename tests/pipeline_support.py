@@ -435,6 +435,11 @@ class FlowProcess:
             self.proc.wait(10)
 
 
+def start_ship(stack: Stack, pipeline: Path, log: Path, *extra: str) -> FlowProcess:
+    """``conveyor ship -p <pipeline> <extra>`` started in the background."""
+    return FlowProcess(stack, ["ship", "-p", str(pipeline), *extra], log)
+
+
 def conveyor(
     stack: Stack, args: list[str], log: Path, timeout: float = 120, **env: str
 ) -> tuple[int, str]:

@@ -21,7 +21,6 @@ from conveyor.clients.registry import RegistryClient
 from conveyor.config import load_pipeline
 from tests.pipeline_support import (
     App,
-    FlowProcess,
     Stack,
     conveyor,
     drivers,
@@ -29,6 +28,7 @@ from tests.pipeline_support import (
     pipeline_data,
     port_of,
     served_version,
+    start_ship,
     write_pipeline,
 )
 from tests.pipeline_support import stack as stack  # the shared session fixture
@@ -52,10 +52,6 @@ class Approved:
     production_before_approval: int
 
 
-def _ship(stack: Stack, pipeline: Path, log: Path, *extra: str) -> FlowProcess:
-    return FlowProcess(stack, ["ship", "-p", str(pipeline), *extra], log)
-
-
 @pytest.fixture(scope="module")
 def approved(
     stack: Stack, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
@@ -65,7 +61,7 @@ def approved(
     try:
         data = pipeline_data(app)
         pipeline = write_pipeline(root / "pipeline.yaml", data)
-        flow = _ship(stack, pipeline, root / "ship.log")
+        flow = start_ship(stack, pipeline, root / "ship.log")
         run_id = stack.api.wait_run(pipeline)
         stack.api.wait_state(run_id, ("PAUSED", *ENDED), timeout=150)
         listing = conveyor(stack, ["approvals"], root / "approvals.log")[1]
@@ -165,7 +161,7 @@ def test_a_rejection_from_the_terminal_leaves_production_on_the_previous_release
     v2 = app.commit("v2")
     data = pipeline_data(app, ports=drivers(approved.data))
     pipeline = write_pipeline(tmp_path / "pipeline.yaml", data)
-    flow = _ship(stack, pipeline, tmp_path / "ship.log")
+    flow = start_ship(stack, pipeline, tmp_path / "ship.log")
     run_id = stack.api.wait_run(pipeline)
     stack.api.wait_state(run_id, ("PAUSED", *ENDED), timeout=150)
     name = stack.api.run(run_id)["name"]

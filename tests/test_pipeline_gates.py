@@ -10,10 +10,10 @@ import pytest
 
 from tests.pipeline_support import (
     App,
-    FlowProcess,
     Stack,
     check,
     pipeline_data,
+    start_ship,
     write_pipeline,
 )
 from tests.pipeline_support import app as app  # the per-test sample app
@@ -23,15 +23,11 @@ pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytes
 ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
 
 
-def _ship(stack: Stack, pipeline: Path, log: Path, *extra: str) -> FlowProcess:
-    return FlowProcess(stack, ["ship", "-p", str(pipeline), *extra], log)
-
-
 def test_an_approval_timeout_rejects_and_the_run_ends_failed(
     stack: Stack, app: App, tmp_path: Path
 ) -> None:
     pipeline = write_pipeline(tmp_path / "pipeline.yaml", pipeline_data(app, approval_timeout="5s"))
-    flow = _ship(stack, pipeline, tmp_path / "ship.log")
+    flow = start_ship(stack, pipeline, tmp_path / "ship.log")
     run_id = stack.api.wait_run(pipeline)
     stack.api.wait_state(run_id, ("PAUSED", *ENDED), timeout=150)
     # 5 s of approval timeout, then the flow's next poll: it must not linger Paused.
@@ -54,7 +50,7 @@ def test_failing_integration_tests_stop_the_run_before_the_approval(
     wrong = check("serves the welcome page", "/version", "this text is not served")
     data = pipeline_data(app, integration=[check("health answers", "/health", "ok"), wrong])
     pipeline = write_pipeline(tmp_path / "pipeline.yaml", data)
-    flow = _ship(stack, pipeline, tmp_path / "ship.log")
+    flow = start_ship(stack, pipeline, tmp_path / "ship.log")
     run_id = stack.api.wait_run(pipeline)
     final = stack.api.wait_state(run_id, ENDED, timeout=150)
     assert flow.wait(30) != 0
@@ -76,7 +72,7 @@ def test_a_wrong_registry_password_fails_without_showing_either_password(
     secret_file.write_text(wrong + "\n")
     data = pipeline_data(app, password={"file": str(secret_file)})
     pipeline = write_pipeline(tmp_path / "pipeline.yaml", data)
-    flow = _ship(stack, pipeline, tmp_path / "ship.log", "--auto-approve")
+    flow = start_ship(stack, pipeline, tmp_path / "ship.log", "--auto-approve")
     run_id = stack.api.wait_run(pipeline)
     final = stack.api.wait_state(run_id, ENDED, timeout=150)
     assert flow.wait(30) != 0

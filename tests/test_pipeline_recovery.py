@@ -18,6 +18,7 @@ from tests.pipeline_support import (
     pipeline_data,
     port_of,
     served_version,
+    start_ship,
     wait_for,
     write_pipeline,
 )
@@ -28,13 +29,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytes
 ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
 
 
-def _ship(stack: Stack, pipeline: Path, log: Path, *extra: str) -> FlowProcess:
-    return FlowProcess(stack, ["ship", "-p", str(pipeline), *extra], log)
-
-
 def _approve_from_terminal(stack: Stack, pipeline: Path, tmp_path: Path) -> FlowProcess:
     """Ship and answer the production gate with ``conveyor approve``."""
-    flow = _ship(stack, pipeline, tmp_path / "ship-v1.log")
+    flow = start_ship(stack, pipeline, tmp_path / "ship-v1.log")
     run_id = stack.api.wait_run(pipeline)
     stack.api.wait_state(run_id, ("PAUSED", *ENDED), timeout=150)
     name = stack.api.run(run_id)["name"]
@@ -59,7 +56,7 @@ def test_failing_production_checks_roll_back_to_the_previous_release(
     production = [check("health answers", "/health", "ok"), check("old version", "/version", v1)]
     second = pipeline_data(app, production=production, ports=drivers(first))
     pipeline = write_pipeline(tmp_path / "v2.yaml", second)
-    flow = _ship(stack, pipeline, tmp_path / "ship-v2.log", "--auto-approve")
+    flow = start_ship(stack, pipeline, tmp_path / "ship-v2.log", "--auto-approve")
     assert flow.wait(150) != 0
     run_id = stack.api.runs_of(pipeline)[-1]["id"]
     final = stack.api.wait_state(run_id, ENDED, timeout=30)
@@ -87,7 +84,7 @@ def test_a_killed_run_is_finished_by_the_next_without_redeploying(
     data = pipeline_data(app)
     pipeline = write_pipeline(tmp_path / "pipeline.yaml", data)
     version = app.versions[-1]
-    first = _ship(stack, pipeline, tmp_path / "ship-1.log", "--auto-approve")
+    first = start_ship(stack, pipeline, tmp_path / "ship-1.log", "--auto-approve")
     container_id = wait_for(
         "the integration container of the first run",
         lambda: _integration_running(app, version) if first.proc.poll() is None else "exited",
@@ -98,7 +95,7 @@ def test_a_killed_run_is_finished_by_the_next_without_redeploying(
     assert container_id != "exited", first.output[-3000:]
     assert app.containers("production") == []
 
-    second = _ship(stack, pipeline, tmp_path / "ship-2.log", "--auto-approve")
+    second = start_ship(stack, pipeline, tmp_path / "ship-2.log", "--auto-approve")
     assert second.wait(150) == 0, second.output[-3000:]
     run_id = stack.api.runs_of(pipeline)[-1]["id"]
     assert stack.api.state(run_id)["type"] == "COMPLETED"
@@ -120,7 +117,7 @@ def test_rollback_then_promote_goes_on_with_the_recorded_approval(
     # Two files with the same content: the test finds each run by its pipeline file.
     first = write_pipeline(tmp_path / "v1.yaml", data)
     pipeline = write_pipeline(tmp_path / "pipeline.yaml", data)
-    flow = _ship(stack, first, tmp_path / "ship-v1.log", "--auto-approve")
+    flow = start_ship(stack, first, tmp_path / "ship-v1.log", "--auto-approve")
     assert flow.wait(150) == 0, flow.output[-3000:]
     v1 = app.versions[-1]
     v2 = app.commit("v2")
