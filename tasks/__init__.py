@@ -1,5 +1,5 @@
 """The pipeline's steps as Prefect tasks, one module per stage.
 
-Tasks stay thin: they resolve settings and secrets, call a client or driver from the
-``conveyor`` package, and publish what a person reads (logs, artifacts).
+Tasks stay thin: each finds the flow run's connections (``tasks.runtime``), calls one
+function of the ``conveyor`` library, and publishes what a person reads (logs, artifacts).
 """

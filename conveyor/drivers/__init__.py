@@ -1,0 +1,1 @@
+"""Deploy drivers, one per target platform, behind the protocol in ``base``."""

@@ -1,0 +1,2 @@
+"""Development simulators of the systems a workstation cannot run: Marathon (DC/OS)
+and vCenter."""
