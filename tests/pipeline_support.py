@@ -269,7 +269,12 @@ class App:
             f"conveyor.environment={environment}",
             f"conveyor.role={role}",
         ]
-        return list(self.docker.containers.list(all=True, filters={"label": labels}))
+        # A container the driver removes between the engine's list and docker-py's
+        # per-container inspect is gone, not an error of the test.
+        found = self.docker.containers.list(
+            all=True, filters={"label": labels}, ignore_removed=True
+        )
+        return list(found)
 
     def current(self, environment: str) -> Any:
         found = self.containers(environment)
