@@ -17,6 +17,14 @@ from conveyor.sim.marathon.model import App, InvalidApp
 from conveyor.sim.marathon.state import Change, GroupRecord
 
 SAME_ID = "Groups and Applications may not have the same identifier."
+# Marathon's --zk_max_versions default: it keeps this many versions of each app and group.
+MAX_VERSIONS = 50
+
+
+def trim_versions(versions: dict[str, Any]) -> None:
+    """Drop the oldest versions beyond MAX_VERSIONS (ISO stamps sort by time)."""
+    for stale in sorted(versions)[: max(0, len(versions) - MAX_VERSIONS)]:
+        del versions[stale]
 
 
 def _plain(app: App) -> App:
@@ -77,7 +85,9 @@ class GroupTree:
         for gid in touched:
             if gid in groups:
                 snapshot = plan.group_tree(gid, apps, groups, _plain)
-                self.versions.setdefault(gid, {})[version] = snapshot
+                stored = self.versions.setdefault(gid, {})
+                stored[version] = snapshot
+                trim_versions(stored)
 
     def tree(self, gid: str, apps: dict[str, App], app_view: Any = _plain) -> dict[str, Any]:
         return plan.group_tree(gid, apps, self.groups, app_view)

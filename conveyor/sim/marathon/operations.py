@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from conveyor.sim.marathon import plan
 from conveyor.sim.marathon.events import EventBus
 from conveyor.sim.marathon.faults import Faults
-from conveyor.sim.marathon.groups import GroupTree
+from conveyor.sim.marathon.groups import GroupTree, trim_versions
 from conveyor.sim.marathon.launchqueue import LaunchStats
 from conveyor.sim.marathon.model import App, InvalidApp, config_key, new_id
 from conveyor.sim.marathon.state import AppRecord, Change, Deployment, Task, monotonic
@@ -231,6 +231,7 @@ class Operations:
                 rec = self.apps[app_id] = AppRecord(definition=app)
             rec.definition, rec.deleting = app, False
             rec.versions[str(app["version"])] = app
+            trim_versions(rec.versions)
             rec.failures_in_row, rec.launch_not_before = 0, 0.0
             rec.launch = LaunchStats()
 
