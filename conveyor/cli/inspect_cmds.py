@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from conveyor.cli.pipeline_cmds import DEFAULT_PIPELINE, PipelineOpt
-from conveyor.config import Pipeline, load_pipeline
+from conveyor.cli.pipeline_cmds import DEFAULT_PIPELINE, PipelineOpt, connections
+from conveyor.config import load_pipeline
 from conveyor.connections import Connections
 from conveyor.errors import NotFound
 from conveyor.preflight import PreflightReport
@@ -32,25 +32,18 @@ def _report_table(reports: list[PreflightReport]) -> Table:
     return table
 
 
-def _connections(pipeline: Pipeline) -> Connections:
-    """What the command talks to; Prefect Secret blocks are read as the flows read them."""
-    from tasks.runtime import resolve_secret
-
-    return Connections(pipeline, resolve_secret=resolve_secret)
-
-
-def _release_for(connections: Connections, environment: str, digest: str | None) -> Release:
+def _release_for(opened: Connections, environment: str, digest: str | None) -> Release:
     """The release a deploy of ``environment`` would take: ``digest``, or what the
     environment before it passed (its tag), or for the first, the first's own tag."""
     from conveyor import source
 
     if digest is not None:
-        return source.find_release(connections, digest)
-    pipeline = connections.pipeline
+        return source.find_release(opened, digest)
+    pipeline = opened.pipeline
     index = pipeline.environments.index(pipeline.environment(environment))
     tag = pipeline.environments[max(index - 1, 0)].tag
     try:
-        return source.tagged_release(connections, tag)
+        return source.tagged_release(opened, tag)
     except NotFound:
         err.print(f"[red]no digest carries {tag} yet; pass --digest[/]")
         raise typer.Exit(2) from None
@@ -66,9 +59,9 @@ def preflight(
 
     config = load_pipeline(pipeline)
     env = config.environment(environment)
-    with _connections(config) as connections, console.status(f"asking the {environment} cluster"):
-        release = _release_for(connections, environment, digest) if env.preflight.dcos else None
-        reports = environment_preflight(connections, env, release)
+    with connections(config) as opened, console.status(f"asking the {environment} cluster"):
+        release = _release_for(opened, environment, digest) if env.preflight.dcos else None
+        reports = environment_preflight(opened, env, release)
     if not reports:
         console.print(f"{environment} has no pre-flight checks configured")
         return
@@ -89,16 +82,16 @@ def plan(
     """Show what a deploy would change in an environment; changes nothing."""
     config = load_pipeline(pipeline)
     env = config.environment(environment)
-    with _connections(config) as connections:
-        release = _release_for(connections, environment, digest)
-        console.print(connections.driver(env).plan(release), highlight=False, markup=False)
+    with connections(config) as opened:
+        release = _release_for(opened, environment, digest)
+        console.print(opened.driver(env).plan(release), highlight=False, markup=False)
 
 
-def _protected(connections: Connections) -> set[str]:
+def _protected(opened: Connections) -> set[str]:
     """What runs anywhere, and what each environment would roll back to."""
     keep: set[str] = set()
-    for env in connections.pipeline.environments:
-        state = connections.driver(env).status()
+    for env in opened.pipeline.environments:
+        state = opened.driver(env).status()
         keep |= {d for d in (state.digest, state.previous_digest) if d}
     return keep
 
@@ -114,13 +107,13 @@ def gc(
     from conveyor.promotion import TagPolicy
 
     config = load_pipeline(pipeline)
-    with _connections(config) as connections:
-        registry = connections.registry()
+    with connections(config) as opened:
+        registry = opened.registry()
         todo = plan_gc(
             registry,
             config.registry.repository,
             keep=config.registry.keep_integration_ready,
-            protected=_protected(connections),
+            protected=_protected(opened),
             policy=TagPolicy.from_config(config.registry),
         )
         for line in todo.lines():

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from conveyor.config import load_pipeline
+from conveyor.config import Pipeline, load_pipeline
+from conveyor.connections import Connections
 
 console = Console()
 err = Console(stderr=True)
@@ -23,6 +24,14 @@ DEFAULT_PIPELINE = Path("deployments/local.yaml")
 # Each command checks the pipeline file as `conveyor validate` does before it asks the
 # server anything; the flow checks it again where it runs, since a worker may see
 # another checkout or other settings.
+
+
+def connections(pipeline: Pipeline) -> Connections:
+    """What a command talks to, built as a flow run builds it; Prefect Secret blocks are
+    read as the flows read them."""
+    from tasks.runtime import resolve_secret
+
+    return Connections(pipeline, resolve_secret=resolve_secret)
 
 
 def need_server() -> None:

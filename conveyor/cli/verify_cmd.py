@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from conveyor.approvals.verify import ItemCheck, check_approvals
-from conveyor.cli.pipeline_cmds import DEFAULT_PIPELINE, PipelineOpt
+from conveyor.cli.pipeline_cmds import DEFAULT_PIPELINE, PipelineOpt, connections
 from conveyor.config import load_pipeline
 from conveyor.evidence import Evidence, read_evidence
 from conveyor.release import DIGEST_RE
@@ -80,8 +80,6 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Check every evidence record of a digest: who approved what, when, and whether it verifies."""
-    from tasks.wiring import registry_client
-
     if not DIGEST_RE.match(digest):
         err.print(f"[red]not a sha256 digest:[/] {digest!r}")
         raise typer.Exit(2)
@@ -89,8 +87,8 @@ def verify(
     configs = {e.name: e.approval for e in config.environments if e.approval is not None}
     if env is not None:
         config.environment(env)
-    with registry_client(config) as registry:
-        items = read_evidence(registry, config.registry.repository, digest)
+    with connections(config) as opened:
+        items = read_evidence(opened.registry(), config.registry.repository, digest)
     checks = {c.evidence.digest: c for c in check_approvals(items, digest, configs)}
     rows = _rows(items, checks)
     missing = _missing_approval(env, list(checks.values()))
