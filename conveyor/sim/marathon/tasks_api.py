@@ -69,7 +69,7 @@ class TasksApi:
             tasks = [
                 t
                 for t in self._app_tasks(app_id)
-                if host is None or host == "*" or host in t.agent.hostname
+                if host is None or host in ("*", t.agent.hostname)
             ]
             shown = [t.to_json() for t in tasks]
             answer = self._kill(req, tasks)
