@@ -33,6 +33,13 @@ Marathon behaviour followed (RAML in shared/reference (beside the checkout)/mara
     /v2/deployments until all new tasks are healthy (it never fails: failed tasks are replaced
     with backoffSeconds * backoffFactor^n, capped by maxLaunchDelaySeconds).
     DELETE /v2/deployments/{id}: rollback deployment (200) or, with force=true, cancel (202).
+    Ids follow PathId (pathid.py): outer and repeated slashes do not matter, relative ids
+    resolve against their group, bad segments and reserved last words are 422 on /id.
+    Groups (/v2/groups[/{id}], groups_api.py): nested, dependencies (steps by dependency
+    layer, a cycle is 422), scaleBy, versions and revert ({"version": V}), dryRun; every
+    change is one plan (plan.py) over all the apps it touches. PUT/PATCH /v2/apps takes a
+    list. POST /v2/apps/{id}/restart; DELETE /v2/apps/{id}/tasks[/{taskId}][?scale&host],
+    POST /v2/tasks/delete: killed tasks are replaced unless scaled away.
     Like Marathon, ``tasksHealthy`` is 0 for apps without health checks (count tasksRunning);
     for deployments such tasks count as ready once running.
     Health checks HTTP/MESOS_HTTP (GET 127.0.0.1:port/path, 2xx-3xx healthy) and TCP/MESOS_TCP
@@ -54,7 +61,9 @@ DC/OS (--dcos)
     the account's private key) answers ``{"token"}``; every other route needs
     ``Authorization: token=<token>`` (401 + ``WWW-Authenticate: acsjwt`` and IAM's error shape
     otherwise) except /dcos-metadata/dcos-version.json. Marathon is under /service/marathon/;
-    also /system/health/v1/units and /mesos/master/slaves.
+    also /system/health/v1/units, /mesos/master/slaves, /metadata (CLUSTER_ID), the public
+    /acs/api/v1/auth/providers and Mesos-DNS's master lookup (/mesos_dns/v1/hosts/master.mesos),
+    which is what Mesosphere's DC/OS CLI needs for `dcos cluster setup` and `dcos marathon`.
 
 Fault switches (never authenticated): POST /_sim/faults with JSON, answer 201 ``{"id",...}``
     {"kind": "health", "app": "/a", "count": N?, "duration": S?, "cause": "..."}
