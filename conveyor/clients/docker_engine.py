@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import docker
 import requests
@@ -209,11 +209,7 @@ class DockerEngine:
 
     def _reproducible(self, image: str, tag: str, epoch: int) -> str:
         """Rewrite the image's times to the commit's (see ``reproducible``); its new id."""
-        saved = reproducible.spool()
-        with saved, _engine_errors(f"save of {tag}"):
-            for chunk in self._client.api.get_image(image):
-                saved.write(chunk)
-            saved.seek(0)
+        with self.save(image) as saved:
             archive, image_id = reproducible.normalise(saved, epoch, tag)
         with archive, _engine_errors(f"load of {tag}"):
             for chunk in self._client.api.load_image(archive):
@@ -303,6 +299,19 @@ class DockerEngine:
                 layer = f"{chunk['id']}: " if chunk.get("id") else ""
                 log(mask(f"{layer}{chunk['status']}"))
         return digest
+
+    def save(self, image: str) -> IO[bytes]:
+        """``docker save`` of one image into a rewound spooled file (for ``publish``)."""
+        saved = reproducible.spool()
+        try:
+            with _engine_errors(f"save of {image}"):
+                for chunk in self._client.api.get_image(image):
+                    saved.write(chunk)
+        except BaseException:
+            saved.close()
+            raise
+        saved.seek(0)
+        return saved
 
     def remove_image(self, ref: str) -> None:
         """Remove a local image reference (tests and housekeeping); a missing one is fine."""

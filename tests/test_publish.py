@@ -1,0 +1,126 @@
+"""Publishing by digest against a real registry: eight concurrent publications of one
+commit's image end with one digest under the version tag, the later ones find it
+published, and a version tag never moves to another image."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+import pytest
+from pydantic import SecretStr
+
+from conveyor.clients.docker_engine import DockerEngine
+from conveyor.clients.registry import RegistryClient
+from conveyor.errors import ImmutableTagViolation
+from conveyor.localstack.registry import RegistryServer
+from conveyor.promotion import TagPolicy
+from conveyor.publish import DOCKER_MANIFEST, Published, publish
+from tests.parts import missing, require_binary
+from tests.test_build_reproducible import _source
+
+pytestmark = pytest.mark.docker
+
+USER = "pusher"
+POLICY = TagPolicy(frozenset({"integration-ready", "production-ready"}))
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistryServer, str]]:
+    require_binary("docker-registry", "apt-get install docker-registry")
+    require_binary("htpasswd", "apt-get install apache2-utils")
+    password = f"pw-{secrets.token_urlsafe(12)}"
+    root = tmp_path_factory.mktemp("registry")
+    with RegistryServer(root, htpasswd=(USER, SecretStr(password))) as server:
+        yield server, password
+
+
+def _client(server: RegistryServer, password: str) -> RegistryClient:
+    return RegistryClient(server.url, USER, SecretStr(password))
+
+
+def test_eight_concurrent_publications_of_one_commit_end_with_one_digest(
+    docker_client: docker.DockerClient, registry: tuple[RegistryServer, str], tmp_path: Path
+) -> None:
+    if not Path("/usr/bin/busybox").is_file():
+        missing("busybox-static", "apt-get install busybox-static")
+    server, password = registry
+    source = _source(tmp_path)
+    engine = DockerEngine(docker_client, build_timeout_s=300)
+    repository = f"conveyor/ship-{secrets.token_hex(3)}"
+    tags = [f"{server.address}/{repository}:run-{i}" for i in range(8)]
+    start = threading.Barrier(8)
+    under_tag = None
+
+    def ship(i: int) -> Published:
+        built = engine.build(source, Path("Dockerfile"), tags[i], {"VERSION": "1.0"})
+        start.wait(60)
+        with engine.save(built.id) as saved, _client(server, password) as client:
+            return publish(
+                client, repository, saved, "1.0", policy=POLICY, lock_dir=tmp_path / "locks"
+            )
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(ship, range(8)))
+        with _client(server, password) as client:
+            under_tag = client.resolve(repository, "1.0")
+            manifest = client.get_manifest(repository, "1.0")
+        assert {r.digest for r in results} == {under_tag}
+        assert sorted(r.already for r in results) == [False] + [True] * 7
+        assert manifest.media_type == DOCKER_MANIFEST
+        # What was published is a pullable image, the one that was built.
+        pulled = docker_client.images.pull(
+            f"{server.address}/{repository}@{under_tag}",
+            auth_config={"username": USER, "password": password},
+        )
+        assert pulled.id == docker_client.images.get(tags[0]).id
+    finally:
+        for tag in tags:
+            engine.remove_image(tag)
+        if under_tag:
+            engine.remove_image(f"{server.address}/{repository}@{under_tag}")
+
+
+def test_a_version_tag_is_never_moved_to_another_image(
+    docker_client: docker.DockerClient, registry: tuple[RegistryServer, str], tmp_path: Path
+) -> None:
+    server, password = registry
+    engine = DockerEngine(docker_client, build_timeout_s=300)
+    repository = f"conveyor/other-{secrets.token_hex(3)}"
+    images = []
+    for page in ("one", "two"):
+        context = tmp_path / page
+        context.mkdir()
+        (context / "page").write_text(page)
+        (context / "Dockerfile").write_text("FROM scratch\nCOPY page /page\n")
+        images.append(engine.build(context, Path("Dockerfile"), f"conveyor-test/other:{page}"))
+    try:
+        with _client(server, password) as client:
+            with engine.save(images[0].id) as saved:
+                first = publish(
+                    client, repository, saved, "2.0", policy=POLICY, lock_dir=tmp_path / "locks"
+                )
+            with engine.save(images[1].id) as saved, pytest.raises(ImmutableTagViolation):
+                publish(
+                    client, repository, saved, "2.0", policy=POLICY, lock_dir=tmp_path / "locks"
+                )
+            assert client.resolve(repository, "2.0") == first.digest
+            # A moving tag follows the newest image.
+            with engine.save(images[1].id) as saved:
+                moved = publish(
+                    client,
+                    repository,
+                    saved,
+                    "integration-ready",
+                    policy=POLICY,
+                    lock_dir=tmp_path / "locks",
+                )
+            assert moved.digest != first.digest and not moved.already
+    finally:
+        for page in ("one", "two"):
+            engine.remove_image(f"conveyor-test/other:{page}")
