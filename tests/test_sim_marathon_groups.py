@@ -65,7 +65,8 @@ def test_ids_resolve_in_every_route(api: httpx.Client) -> None:
     assert api.patch("/v2/apps/team/nope", json={"instances": 2}).status_code == 404
 
 
-def test_group_with_dependency_starts_in_order_and_reverts(api: httpx.Client) -> None:
+def test_group_with_dependency_starts_in_order_and_reverts(sim: Any, api: httpx.Client) -> None:
+    events = base.EventReader(sim.url)
     group: dict[str, Any] = {
         "id": "/shop",
         "apps": [
@@ -83,6 +84,9 @@ def test_group_with_dependency_starts_in_order_and_reverts(api: httpx.Client) ->
     # web waits for db: while db's step runs, web has no task.
     assert api.get("/v2/apps/shop/web").json()["app"]["tasks"] == []
     wait_for("shop deployed", lambda: _idle(api))
+    changes = events.named("group_change_success")
+    # Marathon names the group above the one changed (GroupsResource: rootPath.parent).
+    assert changes[0]["groupId"] == "/" and changes[0]["version"] == created.json()["version"]
     first = api.get("/v2/groups/shop").json()
     assert [a["id"] for a in first["apps"]] == ["/shop/db", "/shop/web"]
     assert first["apps"][1]["dependencies"] == ["/shop/db"]

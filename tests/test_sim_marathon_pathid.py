@@ -53,3 +53,17 @@ VALIDITY = [
 @pytest.mark.parametrize(("raw", "base_id", "expected"), VALIDITY)
 def test_path_validity(raw: str, base_id: str | None, expected: list[str]) -> None:
     assert pathid.errors(raw, base=base_id) == expected
+
+
+@pytest.mark.parametrize(
+    ("ids", "expected"),
+    [
+        (["/a/b/web", "/a/b/db"], "/a/b"),  # siblings: their group
+        (["/a/b/web", "/a/c/db"], "/a"),
+        (["/a/web"], "/a"),  # one app: its group
+        (["/web", "/a/db"], "/"),
+        ([], "/"),
+    ],
+)
+def test_common_parent(ids: list[str], expected: str) -> None:
+    assert pathid.common_parent(ids) == expected

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from conveyor.sim.marathon import plan
+from conveyor.sim.marathon import pathid, plan
 from conveyor.sim.marathon.events import EventBus
 from conveyor.sim.marathon.faults import Faults
 from conveyor.sim.marathon.groups import GroupTree, trim_versions
@@ -217,6 +217,9 @@ class Operations:
             self._store(dep, changed)
             self.tree.commit(groups, target, version, changed, change)
             self._begin(dep)
+            # Marathon signals the group tree's change apart from the deployment's progress.
+            scope = pathid.common_parent([*changed, *change.groups])
+            self.bus.publish("group_change_success", groupId=scope, version=version)
             return dep
 
     def _store(self, dep: Deployment, changed: list[str]) -> None:

@@ -67,6 +67,19 @@ def ancestors(path_id: str) -> list[str]:
     return found
 
 
+def common_parent(ids: list[str]) -> str:
+    """The innermost group enclosing every id (the root when there is none)."""
+    parents = [segments(parent(i)) for i in ids]
+    if not parents:
+        return ROOT
+    common: list[str] = []
+    for column in zip(*parents, strict=False):
+        if len(set(column)) != 1:
+            break
+        common.append(column[0])
+    return "/" + "/".join(common)
+
+
 def is_within(path_id: str, group_id: str) -> bool:
     """True when ``path_id`` is ``group_id`` or lies below it."""
     if group_id == ROOT:
