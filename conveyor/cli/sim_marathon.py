@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from conveyor.sim.marathon.persist import BadStateFile
 from conveyor.sim.marathon.server import run, settings_from
 
 app = typer.Typer(help="Local simulators of the deployment targets.")
@@ -66,4 +67,8 @@ def marathon(
         )
     except (ValueError, OSError) as exc:
         raise typer.BadParameter(str(exc)) from None
-    raise typer.Exit(run(settings))
+    try:
+        code = run(settings)
+    except BadStateFile as exc:
+        raise typer.BadParameter(str(exc), param_hint="--state-dir") from None
+    raise typer.Exit(code)

@@ -38,6 +38,10 @@ FORMAT = 2  # 2: deployments over many apps, and the group tree
 LOST_MESSAGE = "Reconciliation: Task is unknown to the agent"
 
 
+class BadStateFile(ValueError):
+    """The state folder holds a file this simulator cannot read; it is left untouched."""
+
+
 class StateFile:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -50,9 +54,9 @@ class StateFile:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{self.path}: not a simulator state file ({exc})") from None
+            raise BadStateFile(f"{self.path}: not a simulator state file ({exc})") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError(f"{self.path}: unknown state format {state.get('format')!r}")
+            raise BadStateFile(f"{self.path}: unknown state format {state.get('format')!r}")
         return state
 
     def changed(self, fingerprint: Any) -> bool:

@@ -21,7 +21,7 @@ from conveyor.sim.marathon.dcos import BasicAuth, DcosApi, DcosAuth, load_servic
 from conveyor.sim.marathon.engine import Engine
 from conveyor.sim.marathon.events import EventBus
 from conveyor.sim.marathon.faults import Faults
-from conveyor.sim.marathon.persist import StateFile
+from conveyor.sim.marathon.persist import BadStateFile, StateFile
 from conveyor.sim.marathon.runtime import DockerRuntime, load_docker_auths
 from conveyor.sim.marathon.state import Cluster
 from conveyor.sim.marathon.web import Request, Response, Router, SimServer, message
@@ -302,4 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"marathon-sim: {exc}", file=sys.stderr)
         return 2
-    return run(settings)
+    try:
+        return run(settings)
+    except BadStateFile as exc:
+        print(f"marathon-sim: {exc}", file=sys.stderr)
+        return 2
