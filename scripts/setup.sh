@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker.io docker-registry busybox-static golang-go golang-github-vmware-govmomi-dev
+packages=(docker.io docker-registry busybox-static golang-go golang-github-vmware-govmomi-dev postgresql
           apache2-utils openssl skopeo git ca-certificates python3-venv python3-pip)
 missing=()
 for p in "${packages[@]}"; do

@@ -173,6 +173,9 @@ class Stack:
             PREFECT_HOME=str(self.root / "client-home"),
             PREFECT_LOGGING_LEVEL="INFO",
             PREFECT_SERVER_ALLOW_EPHEMERAL_MODE="false",
+            # These tests run flows in the CLI's process; the worker path is tested in
+            # test_stack_worker.py.
+            CONVEYOR_IN_PROCESS="1",
             COLUMNS="200",
             **{PASSWORD_ENV: self.password.get_secret_value()},
         )

@@ -1,7 +1,9 @@
-"""`conveyor approvals | approve | reject`: answer paused approval gates from a terminal.
+"""`conveyor approvals | approve | reject`: answer approval gates from a terminal.
 
-Prefect 3.9 has no CLI to resume a paused run; these commands use the same API call
-as the UI's Resume form (``POST /api/flow_runs/{id}/resume`` with ``run_input``).
+Prefect 3.9 has no CLI to resume a paused or suspended run; these commands use the same
+API call as the UI's Resume form (``POST /api/flow_runs/{id}/resume`` with
+``run_input``). The answer names the digest and environment of the request it answers,
+so the flow can refuse an answer meant for another release.
 """
 
 from __future__ import annotations
@@ -15,144 +17,155 @@ import typer
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
+from rich.text import Text
 
-from conveyor.cli.pipeline_cmds import need_server
+from conveyor.cli import runs
+from conveyor.cli.errors import EXIT_FAILED, EXIT_INPUT, boundary, check_server
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, highlight=False)
 
 
-def _paused_runs(client: Any) -> list[Any]:
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    flt = FlowRunFilter(
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-    )
-    return list(client.read_flow_runs(flow_run_filter=flt, limit=200))
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(Text(message))
+    return typer.Exit(code)
 
 
-def _description(client: Any, run: Any) -> str:
-    from prefect.input.run_input import keyset_from_paused_state
-
+def _find(client: Any, ref: str) -> runs.Waiting:
+    waiting = runs.waiting(client)
     try:
-        keyset = keyset_from_paused_state(run.state)
-        raw = client.read_flow_run_input(run.id, keyset["description"])
-    except Exception:
-        return "(no description: a pause without an approval form)"
-    try:
-        return str(json.loads(raw))
-    except (TypeError, ValueError):
-        return str(raw)
-
-
-def _find_run(client: Any, ref: str) -> Any:
-    try:
-        return client.read_flow_run(UUID(ref))
+        wanted = str(UUID(ref))
+        matches = [w for w in waiting if w.run_id == wanted]
     except ValueError:
-        pass
-    matches = [r for r in _paused_runs(client) if r.name == ref or str(r.id).startswith(ref)]
+        matches = [w for w in waiting if w.run_name == ref or w.run_id.startswith(ref)]
     if len(matches) != 1:
-        err.print(
-            f"[red]no single paused run matches {ref!r}[/] ({len(matches)} found); see `conveyor approvals`"
+        raise _fail(
+            f"no single waiting run matches {ref!r} ({len(matches)} found); see `conveyor approvals`",
+            EXIT_INPUT,
         )
-        raise typer.Exit(2)
     return matches[0]
 
 
-def list_approvals() -> None:
-    """List paused flow runs and what each waits for."""
+def _table(waiting: list[runs.Waiting]) -> Table:
+    table = Table(title="waiting for approval")
+    for col in ("run", "name", "app", "version", "digest", "environment", "since", "deadline"):
+        table.add_column(col, overflow="fold")
+    for w in waiting:
+        table.add_row(
+            w.run_id,
+            w.run_name,
+            w.app or "-",
+            w.version or "-",
+            (w.digest or "-")[:19],
+            w.environment or "-",
+            w.since[:19],
+            (w.deadline or "-")[:19],
+        )
+    return table
+
+
+def list_approvals(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list for scripts")] = False,
+    details: Annotated[bool, typer.Option(help="also print each request's form text")] = False,
+) -> None:
+    """List the runs that wait for an approval (paused or suspended)."""
     from prefect import get_client
 
-    need_server()
-    with get_client(sync_client=True) as client:
-        runs = _paused_runs(client)
-        if not runs:
-            console.print("no flow run waits for an approval")
-            return
-        table = Table(title="waiting for approval")
-        for col in ("run", "name", "paused since", "times out", "waits for"):
-            table.add_column(col, overflow="fold")
-        descriptions = []
-        for run in runs:
-            timeout = run.state.state_details.pause_timeout
-            description = _description(client, run)
-            descriptions.append((run, description))
-            table.add_row(
-                str(run.id),
-                run.name,
-                str(run.state.timestamp)[:19],
-                str(timeout)[:19] if timeout else "-",
-                description.splitlines()[0].lstrip("# "),
-            )
-        console.print(table)
-        for run, description in descriptions:
-            console.rule(f"{run.name} ({run.id})")
-            console.print(Markdown(description))
+    with boundary():
+        check_server()
+        with get_client(sync_client=True) as client:
+            waiting = runs.waiting(client)
+            if as_json:
+                typer.echo(json.dumps([w.to_json() for w in waiting], indent=2))
+                return
+            if not waiting:
+                console.print("no flow run waits for an approval")
+                return
+            console.print(_table(waiting))
+            for w in waiting:
+                console.print(
+                    Text(f"  conveyor approve {w.run_id} --as NAME   (or reject --reason TEXT)")
+                )
+                if details:
+                    console.rule(f"{w.run_name} ({w.run_id})")
+                    console.print(Markdown(runs.description(client, w.run_id, w.pause_key)))
 
 
-def _resume(ref: str, run_input: dict[str, str]) -> None:
-    need_server()
+def _resume(ref: str, decision: str, approver: str, comment: str, digest: str | None) -> None:
     from prefect import get_client
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import resume_flow_run
 
-    with get_client(sync_client=True) as client:
-        run = _find_run(client, ref)
-        if not run.state or not run.state.is_paused():
-            err.print(
-                f"[red]run {run.name} is not paused[/] (state: {run.state.name if run.state else '?'})"
-            )
-            raise typer.Exit(2)
-        old_key = run.state.state_details.pause_key
-        try:
-            resume_flow_run(run.id, run_input=run_input)
-        except FlowPauseTimeout:
-            err.print(f"[red]run {run.name} can no longer be resumed: its approval timed out[/]")
-            raise typer.Exit(1) from None
-        except RuntimeError as exc:
-            err.print(f"[red]the server refused the answer:[/] {exc}")
-            raise typer.Exit(1) from None
-        _report_outcome(client, run, old_key, run_input["approver"])
+    with boundary():
+        check_server()
+        with get_client(sync_client=True) as client:
+            request = _find(client, ref)
+            if digest is not None and request.digest and digest != request.digest:
+                raise _fail(
+                    f"run {request.run_name} asks about {request.digest}, not {digest}: "
+                    "nothing was answered",
+                    EXIT_INPUT,
+                )
+            answer = {"decision": decision, "approver": approver, "comment": comment}
+            answer["digest"] = request.digest or digest or ""
+            answer["environment"] = request.environment or ""
+            try:
+                resume_flow_run(UUID(request.run_id), run_input=answer)
+            except FlowPauseTimeout:
+                raise _fail(
+                    f"run {request.run_name} can no longer be answered: its approval timed out",
+                    EXIT_FAILED,
+                ) from None
+            except RuntimeError as exc:
+                raise _fail(f"the server refused the answer: {exc}", EXIT_FAILED) from None
+            _report_outcome(client, request, approver)
 
 
-def _report_outcome(client: Any, run: Any, old_key: str | None, approver: str) -> None:
-    """The flow, not the CLI, judges the allowlist: watch for it pausing again.
+def _report_outcome(client: Any, request: runs.Waiting, approver: str) -> None:
+    """The flow, not the CLI, judges the answer: watch for the run asking again.
 
-    A resumed run is Running at once, before the flow has even read the answer, so
-    only a new pause (refused) or an end (a rejection) decides early.
+    A resumed run is scheduled for a worker at once, before the flow has read the
+    answer, so only a new pause (refused) or an end decides within a few seconds.
     """
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        state = client.read_flow_run(run.id).state
-        if state and state.is_paused() and state.state_details.pause_key != old_key:
-            err.print(
-                f"[yellow]refused:[/] {approver} is not on the approvers list; the run still waits"
+        state = client.read_flow_run(UUID(request.run_id)).state
+        if state and state.is_paused() and state.state_details.pause_key != request.pause_key:
+            raise _fail(
+                f"refused: the run did not accept the answer of {approver} and still waits; "
+                f"its log says why (conveyor approvals lists it again)",
+                EXIT_FAILED,
             )
-            raise typer.Exit(1)
         if state and state.is_final():
-            break
+            console.print(
+                Text(f"answered run {request.run_name} as {approver}; it ended {state.name}")
+            )
+            return
         time.sleep(0.25)
-    console.print(f"answered run {run.name} as {approver}")
+    console.print(Text(f"answered run {request.run_name} as {approver}; a worker goes on with it"))
+
+
+DigestOpt = Annotated[
+    str | None,
+    typer.Option(help="the digest you reviewed; refused if the run asks about another"),
+]
 
 
 def approve(
     run: Annotated[str, typer.Argument(help="flow run id, id prefix or name")],
     as_: Annotated[str, typer.Option("--as", help="your name, as on the approvers list")],
     comment: Annotated[str, typer.Option(help="why")] = "",
+    digest: DigestOpt = None,
 ) -> None:
-    """Approve the release a paused run waits on."""
-    _resume(run, {"decision": "approve", "approver": as_, "comment": comment})
+    """Approve the release a run waits on."""
+    _resume(run, "approve", as_, comment, digest)
 
 
 def reject(
     run: Annotated[str, typer.Argument(help="flow run id, id prefix or name")],
     as_: Annotated[str, typer.Option("--as", help="your name, as on the approvers list")],
     reason: Annotated[str, typer.Option(help="why it must not go on")],
+    digest: DigestOpt = None,
 ) -> None:
-    """Reject the release a paused run waits on; the run ends Failed with the reason."""
-    _resume(run, {"decision": "reject", "approver": as_, "comment": reason})
+    """Reject the release a run waits on; the run ends Failed with the reason."""
+    _resume(run, "reject", as_, reason, digest)

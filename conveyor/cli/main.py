@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from conveyor.cli import (
     approvals,
@@ -26,14 +24,13 @@ from conveyor.cli import (
     validate_cmd,
     verify_cmd,
 )
-from conveyor.errors import ConfigError, ConveyorError
+from conveyor.cli.errors import boundary
 
 app = typer.Typer(
     help="conveyor: one image digest from a developer's workstation to production.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
 
 app.registered_commands += stack.app.registered_commands
 app.command("approvals", help="List paused runs that wait for an approval.")(
@@ -52,9 +49,10 @@ app.command()(verify_cmd.verify)
 
 
 def _point_at_local_prefect() -> None:
-    """With no PREFECT_API_URL, use the local stack's server when it runs: without one,
-    Prefect would run flows against a throw-away in-process server that no UI, worker
-    or `conveyor approve` in another terminal can see."""
+    """With no PREFECT_API_URL, use the local stack's server if this folder has one (even
+    while it is down, so that an error names its URL): without one, Prefect would run
+    flows against a throw-away in-process server that no UI, worker or `conveyor
+    approve` in another terminal can see."""
     if os.environ.get("PREFECT_API_URL"):
         return
     from conveyor.localstack.stack import LocalStack
@@ -63,20 +61,16 @@ def _point_at_local_prefect() -> None:
     if not (home / "stack.json").exists():
         return
     stack = LocalStack(home)
-    if stack.prefect.healthy():
+    if stack.prefect.home.exists():
         os.environ["PREFECT_API_URL"] = stack.prefect.api_url
 
 
 def main() -> None:
-    """Entry point: conveyor's own errors end in one clear message, not a traceback."""
+    """Entry point: every known error ends in one clear line, not a traceback."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    _point_at_local_prefect()
     try:
-        app()
-    except ConfigError as exc:
-        # Text, not markup: messages quote the user's input ("[/bold]", "{0,62}").
-        err.print(Text(str(exc), style="red"), highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except ConveyorError as exc:
-        err.print(Text.assemble((f"{type(exc).__name__}:", "red"), f" {exc}"), highlight=False)
-        sys.exit(1)
+        with boundary():
+            _point_at_local_prefect()
+            app()
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)

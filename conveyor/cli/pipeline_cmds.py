@@ -1,29 +1,49 @@
-"""`conveyor ship | nightly | promote | rollback | preflight | plan | gc`."""
+"""`conveyor ship | nightly | promote | rollback`: start a deployment and follow its run.
+
+Nothing runs in this process: each command starts the deployment prefect.yaml declares
+(``conveyor up`` registers them and runs a worker), prints the run's logs until it
+ends, and for ``ship`` and ``promote`` then follows the promote runs it handed the
+release to, until each ends or waits for an approval, and prints how to answer.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
+from conveyor.cli import runs
+from conveyor.cli.errors import EXIT_FAILED, boundary, check_server
 from conveyor.config import Pipeline, load_pipeline
 from conveyor.connections import Connections
 
-console = Console()
-err = Console(stderr=True)
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
 
 PipelineOpt = Annotated[
-    Path, typer.Option("--pipeline", "-p", help="the pipeline file", envvar="CONVEYOR_PIPELINE")
+    Path,
+    typer.Option(
+        "--pipeline",
+        "-p",
+        help="the pipeline file; a relative path is read in the worker's checkout",
+        envvar="CONVEYOR_PIPELINE",
+    ),
 ]
 DEFAULT_PIPELINE = Path("deployments/local.yaml")
-
-
-# Each command checks the pipeline file as `conveyor validate` does before it asks the
-# server anything; the flow checks it again where it runs, since a worker may see
-# another checkout or other settings.
+# How long ship waits for the promote run it started to reach its gate or its end.
+HANDOVER_WAIT_S = 120
+IN_PROCESS = {
+    "ship": ("flows.ship", "ship", "shipped "),
+    "nightly-integration": ("flows.nightly", "nightly_integration", "integration passed "),
+    "promote": ("flows.promote", "promote", "promoted "),
+    "rollback": ("flows.rollback", "rollback", ""),
+}
 
 
 def connections(pipeline: Pipeline) -> Connections:
@@ -34,38 +54,117 @@ def connections(pipeline: Pipeline) -> Connections:
     return Connections(pipeline, resolve_secret=resolve_secret)
 
 
-def need_server() -> None:
-    """Flows and approvals need a Prefect server that others can see: without one,
-    Prefect would fall back to a throw-away in-process server."""
-    if not os.environ.get("PREFECT_API_URL"):
-        err.print(
-            "[red]no Prefect server:[/] PREFECT_API_URL is not set and the local stack's "
-            "server is not running. Run `conveyor up`, or point PREFECT_API_URL at your server."
+def _emit(line: str) -> None:
+    console.print(Text(line))
+
+
+def _handovers(client: Any, after: dt.datetime, pipeline: str, seen: set[str]) -> list[Any]:
+    """promote runs created since ``after`` for the same pipeline file, not followed yet."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    found = client.read_flow_runs(
+        flow_filter=FlowFilter(name=FlowFilterName(any_=["promote"])),
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+        limit=20,
+    )
+    return [
+        r
+        for r in reversed(found)
+        if r.created
+        and r.created >= after
+        and str(r.id) not in seen
+        and (r.parameters or {}).get("pipeline") == pipeline
+    ]
+
+
+def _in_process(deployment: str, parameters: dict[str, Any]) -> None:
+    """The flow in this process, for test harnesses that have no worker yet
+    (CONVEYOR_IN_PROCESS=1); approvals that suspend need the deployment."""
+    import importlib
+
+    module, name, done = IN_PROCESS[deployment.split("/")[0]]
+    flow = getattr(importlib.import_module(module), name)
+    _emit(f"{deployment}: running in this process (CONVEYOR_IN_PROCESS is set)")
+    _emit(f"{done}{flow(**parameters)}")
+
+
+def _run(deployment: str, parameters: dict[str, Any], follow_handovers: bool) -> None:
+    from prefect import get_client
+
+    with boundary():
+        # The pipeline file is checked as `conveyor validate` does before the server is
+        # asked anything; the flow checks it again where it runs, since a worker may
+        # see another checkout or other settings.
+        load_pipeline(Path(parameters["pipeline"]))
+        check_server()
+        if os.environ.get("CONVEYOR_IN_PROCESS") == "1":
+            _in_process(deployment, parameters)
+            return
+        with get_client(sync_client=True) as client:
+            found = runs.find_deployment(client, deployment)
+            run = runs.start(client, found, parameters, tags=["conveyor-cli"])
+            started = run.created or dt.datetime.now(dt.UTC)
+            _emit(f"started {deployment} run {run.name} ({run.id}); following its logs")
+            state = runs.follow(client, run.id, _emit)
+            _settled(client, run, state)
+            if follow_handovers and state is not None and state.is_completed():
+                _follow_handovers(client, started, str(parameters["pipeline"]), {str(run.id)})
+
+
+def _follow_handovers(client: Any, after: dt.datetime, pipeline: str, seen: set[str]) -> None:
+    deadline = time.monotonic() + HANDOVER_WAIT_S
+    while time.monotonic() < deadline:
+        pending = _handovers(client, after, pipeline, seen)
+        if not pending:
+            return
+        for run in pending:
+            seen.add(str(run.id))
+            _emit(f"the release goes on in run {run.name} ({run.id})")
+            _settled(client, run, runs.follow(client, run.id, _emit))
+
+
+def _settled(client: Any, run: Any, state: Any) -> None:
+    """Say where the run stands; a waiting run gets the exact command that answers it."""
+    if state is not None and state.is_paused():
+        request = next((w for w in runs.waiting(client) if w.run_id == str(run.id)), None)
+        where = (
+            f"{request.app} {request.version} ({request.digest}) waits for approval for "
+            f"{request.environment} until {request.deadline}"
+            if request and request.app
+            else f"run {run.name} waits for approval"
         )
-        raise typer.Exit(2)
+        _emit(where)
+        _emit(f"  approve: conveyor approve {run.id} --as YOUR_NAME --comment TEXT")
+        _emit(f"  reject:  conveyor reject {run.id} --as YOUR_NAME --reason TEXT")
+        return
+    if state is None or not state.is_completed():
+        name = state.name if state is not None else "unknown"
+        message = runs.log_line(state.message or "") if state is not None else ""
+        err.print(Text(f"run {run.name} ended {name}: {message}"))
+        raise typer.Exit(EXIT_FAILED)
+    _emit(f"run {run.name} completed")
 
 
 def ship(
     pipeline: PipelineOpt = DEFAULT_PIPELINE,
     auto_approve: Annotated[
-        bool, typer.Option(help="DEMO ONLY: approve every gate without a person")
+        bool, typer.Option(help="DEMO ONLY: approve gates the pipeline file allows it for")
     ] = False,
     version: Annotated[
         str | None, typer.Option(help="override the version derived from git")
     ] = None,
 ) -> None:
-    """Build, scan, push and take the app through every environment."""
-    load_pipeline(pipeline)
-    need_server()
-    from flows.ship import ship as ship_flow
-
+    """Build, scan and push the app through the ship deployment; follow it to its gate."""
     if auto_approve:
         err.print(
             "[bold yellow on red] --auto-approve: NO PERSON WILL REVIEW THIS RELEASE. "
             "For the local demo only. [/]"
         )
-    image = ship_flow(pipeline=str(pipeline), auto_approve=auto_approve, version=version)
-    console.print(f"[green]shipped[/] {image}")
+    params: dict[str, Any] = {"pipeline": str(pipeline), "auto_approve": auto_approve}
+    if version is not None:
+        params["version"] = version
+    _run("ship/ship", params, follow_handovers=True)
 
 
 def nightly(
@@ -75,13 +174,8 @@ def nightly(
     ] = True,
 ) -> None:
     """The nightly integration run, now: integration and its tests, never production."""
-    load_pipeline(pipeline)
-    need_server()
-    from flows.nightly import nightly_integration
-
-    console.print(
-        f"[green]integration passed[/] {nightly_integration(pipeline=str(pipeline), build=build)}"
-    )
+    params = {"pipeline": str(pipeline), "build": build}
+    _run("nightly-integration/nightly-integration", params, follow_handovers=False)
 
 
 def promote(
@@ -90,15 +184,13 @@ def promote(
     environment: Annotated[
         str, typer.Option("--to", help="the environment to promote into")
     ] = "production",
+    deployment: Annotated[
+        str, typer.Option(help="the promote deployment (the environment's runs_on.deployment)")
+    ] = "promote",
 ) -> None:
-    """Approval, promotion and deploy of a given digest (the run pauses for approval)."""
-    load_pipeline(pipeline)
-    need_server()
-    from flows.promote import promote as promote_flow
-
-    console.print(
-        f"[green]promoted[/] {promote_flow(digest=digest, pipeline=str(pipeline), environment=environment)}"
-    )
+    """Approval, promotion and deploy of a given digest (the run waits for approval)."""
+    params = {"digest": digest, "pipeline": str(pipeline), "environment": environment}
+    _run(f"promote/{deployment}", params, follow_handovers=True)
 
 
 def rollback(
@@ -106,11 +198,8 @@ def rollback(
     pipeline: PipelineOpt = DEFAULT_PIPELINE,
 ) -> None:
     """Return an environment to the release it ran before."""
-    load_pipeline(pipeline)
-    need_server()
-    from flows.rollback import rollback as rollback_flow
-
-    console.print(rollback_flow(pipeline=str(pipeline), environment=environment))
+    params = {"pipeline": str(pipeline), "environment": environment}
+    _run("rollback/rollback", params, follow_handovers=False)
 
 
 def register(app: typer.Typer) -> None:

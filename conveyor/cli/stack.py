@@ -11,9 +11,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
-from conveyor.errors import ConveyorError
+from conveyor.cli.errors import boundary
 from conveyor.localstack.stack import SERVICES, LocalStack
 
 app = typer.Typer(help="The local stack: Docker Engine, registry, Prefect server.")
@@ -34,7 +33,22 @@ PrefectPortOpt = Annotated[
 ]
 OnlyOpt = Annotated[
     list[str] | None,
-    typer.Option("--only", help="docker, registry, prefect or clusters; repeat or comma-separate"),
+    typer.Option(
+        "--only",
+        help="docker, registry, prefect, workers or clusters; repeat or comma-separate",
+    ),
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="CONVEYOR_DB",
+        help="the Prefect server's database: sqlite (default) or postgres (kept until down)",
+    ),
+]
+PostgresPortOpt = Annotated[
+    int | None,
+    typer.Option("--postgres-port", envvar="CONVEYOR_POSTGRES_PORT", help="default 5433"),
 ]
 DEFAULT_HOME = Path(".conveyor")
 
@@ -47,12 +61,9 @@ def _services(only: list[str] | None) -> list[str]:
 
 @contextmanager
 def _clear_errors() -> Iterator[None]:
-    """A conveyor error ends the command with its message, not a traceback."""
-    try:
+    """A conveyor error ends the command with its one line, not a traceback."""
+    with boundary():
         yield
-    except ConveyorError as exc:
-        err.print(Text.assemble((f"{type(exc).__name__}:", "red"), f" {exc}"), highlight=False)
-        raise typer.Exit(1) from None
 
 
 def _table(stack: LocalStack) -> Table:
@@ -78,10 +89,13 @@ def up(
     registry_port: RegistryPortOpt = None,
     prefect_port: PrefectPortOpt = None,
     only: OnlyOpt = None,
+    db: DbOpt = None,
+    postgres_port: PostgresPortOpt = None,
 ) -> None:
-    """Start the local stack; what already runs is left as it is."""
+    """Start the local stack (a Prefect server, its workers and deployments included);
+    what already runs is left as it is."""
     with _clear_errors():
-        stack = LocalStack(home, registry_port, prefect_port)
+        stack = LocalStack(home, registry_port, prefect_port, db=db, postgres_port=postgres_port)
         with out.status("starting the local stack") as spinner:
             lines = stack.up(_services(only), lambda m: spinner.update(f"starting {m}"))
         for line in lines:

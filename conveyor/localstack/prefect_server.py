@@ -1,4 +1,4 @@
-"""A Prefect server on 127.0.0.1 with its SQLite database in the stack's folder."""
+"""A Prefect server on 127.0.0.1, its database SQLite in the stack's folder or PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from conveyor.errors import LocalStackFailed
 from conveyor.localstack import process
@@ -16,8 +17,15 @@ PROGRAM = "prefect"
 
 
 class PrefectServer:
-    def __init__(self, state_dir: Path, host: str = "127.0.0.1", port: int = 4200) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 4200,
+        database_url: SecretStr | None = None,
+    ) -> None:
         self.home = state_dir / "prefect"
+        self.database_url = database_url
         self.pid_file = state_dir / "prefect.pid"
         self.log_path = state_dir / "prefect.log"
         self.host = host
@@ -48,9 +56,13 @@ class PrefectServer:
         env = dict(os.environ)
         # The server must not follow a PREFECT_API_URL the caller's shell points elsewhere.
         env.pop("PREFECT_API_URL", None)
+        database = self.database_url.get_secret_value() if self.database_url else None
         env.update(
             PREFECT_HOME=str(self.home),
-            PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{self.home}/prefect.db",
+            PREFECT_API_DATABASE_CONNECTION_URL=database
+            or f"sqlite+aiosqlite:///{self.home}/prefect.db",
+            # Concurrency leases (conveyor's deploy locks) kept on disk survive a restart.
+            PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE="prefect.server.concurrency.lease_storage.filesystem",
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_SERVER_API_HOST=self.host,
             PREFECT_SERVER_API_PORT=str(self.port),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -62,8 +63,14 @@ def write_pid(path: Path, pid: int) -> None:
     path.write_text(f"{pid}\n")
 
 
-def spawn(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> int:
-    """Start ``argv`` in a session of its own, output appended to ``log_path``."""
+def spawn(
+    argv: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    user: pwd.struct_passwd | None = None,
+) -> int:
+    """Start ``argv`` in a session of its own (as ``user`` if given), output appended
+    to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -74,6 +81,10 @@ def spawn(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = N
             env=dict(env) if env is not None else None,
             start_new_session=True,
             close_fds=True,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            extra_groups=[] if user else None,
+            cwd="/" if user else None,
         )
     return proc.pid
 

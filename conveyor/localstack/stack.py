@@ -1,4 +1,5 @@
-"""The local stack behind ``conveyor up/down/status``: Docker Engine, registry, Prefect.
+"""The local stack behind ``conveyor up/down/status``: Docker Engine, registry, Prefect
+server, its workers and deployments, and the simulated clusters.
 
 Everything lives in one state folder (default ``./.conveyor``): pid files, logs, the
 registry's password and storage, the Prefect database, and ``stack.json`` with the
@@ -20,16 +21,21 @@ import httpx
 from pydantic import SecretStr
 
 from conveyor.errors import LocalStackFailed
-from conveyor.localstack import process
+from conveyor.localstack import deploy, process
 from conveyor.localstack.clusters import LocalClusters
 from conveyor.localstack.dockerd import DockerDaemon
+from conveyor.localstack.postgres import PostgresServer
 from conveyor.localstack.prefect_server import PrefectServer
 from conveyor.localstack.registry import RegistryServer
+from conveyor.localstack.worker import PrefectWorker
 
-SERVICES = ("docker", "registry", "prefect", "clusters")
+SERVICES = ("docker", "registry", "prefect", "workers", "clusters")
 HOST = "127.0.0.1"
 DEFAULT_REGISTRY_PORT = 5000
 DEFAULT_PREFECT_PORT = 4200
+# Not 5432: a machine's own PostgreSQL usually has that one.
+DEFAULT_POSTGRES_PORT = 5433
+DATABASES = ("sqlite", "postgres")
 # The simulated DC/OS clusters (integration, production) and vCenter of the local demo;
 # deployments/local.yaml names these ports.
 MARATHON_PORTS = (8081, 8082)
@@ -54,6 +60,21 @@ def _cluster_ports() -> tuple[tuple[int, int], int]:
     if len(marathon) != 2:
         raise LocalStackFailed("CONVEYOR_MARATHON_PORTS must name two ports, like 8081,8082")
     return (marathon[0], marathon[1]), vcenter
+
+
+def checkout() -> Path:
+    """The checkout whose prefect.yaml the stack deploys and whose code its workers run:
+    CONVEYOR_CHECKOUT, else the source tree of this (editable) install, else the
+    current folder."""
+    named = os.environ.get("CONVEYOR_CHECKOUT")
+    candidates = [Path(named)] if named else [Path(__file__).resolve().parents[2], Path.cwd()]
+    for path in candidates:
+        if (path / "prefect.yaml").is_file():
+            return path.resolve()
+    raise LocalStackFailed(
+        f"no prefect.yaml in {', '.join(map(str, candidates))}: run `conveyor up` in the "
+        "checkout, or set CONVEYOR_CHECKOUT to it"
+    )
 
 
 def _silent(_: str) -> None:
@@ -96,13 +117,21 @@ class LocalStack:
         prefect_port: int | None = None,
         dockerd_timeout: float = 60.0,
         prefect_timeout: float = 180.0,
+        db: str | None = None,
+        postgres_port: int | None = None,
     ) -> None:
         self.home = home.resolve()
         saved = self._saved_ports()
         self.registry_port = registry_port or saved.get("registry_port", DEFAULT_REGISTRY_PORT)
         self.prefect_port = prefect_port or saved.get("prefect_port", DEFAULT_PREFECT_PORT)
+        self.postgres_port = postgres_port or saved.get("postgres_port", DEFAULT_POSTGRES_PORT)
+        self.db = db or self._saved_db()
+        if self.db not in DATABASES:
+            raise LocalStackFailed(f"--db must be one of {', '.join(DATABASES)}, not {self.db!r}")
         self.docker = DockerDaemon(self.home)
-        self.prefect = PrefectServer(self.home, HOST, self.prefect_port)
+        self.postgres = PostgresServer(self.home, HOST, self.postgres_port)
+        url = self.postgres.url() if self.db == "postgres" else None
+        self.prefect = PrefectServer(self.home, HOST, self.prefect_port, database_url=url)
         self.clusters = LocalClusters(self.home, *_cluster_ports())
         self.dockerd_timeout = dockerd_timeout
         self.prefect_timeout = prefect_timeout
@@ -123,10 +152,21 @@ class LocalStack:
             return {}
         return {k: int(v) for k, v in data.items() if k.endswith("_port")}
 
+    def _saved_db(self) -> str:
+        try:
+            return str(json.loads(self.state_file.read_text()).get("db", "sqlite"))
+        except (OSError, ValueError, AttributeError):
+            return "sqlite"
+
     def _save_ports(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        ports = {"registry_port": self.registry_port, "prefect_port": self.prefect_port}
-        self.state_file.write_text(json.dumps(ports, indent=2) + "\n")
+        state: dict[str, int | str] = {
+            "registry_port": self.registry_port,
+            "prefect_port": self.prefect_port,
+            "postgres_port": self.postgres_port,
+            "db": self.db,
+        }
+        self.state_file.write_text(json.dumps(state, indent=2) + "\n")
 
     @property
     def registry_root(self) -> Path:
@@ -200,6 +240,51 @@ class LocalStack:
         process.stop(pid)
         return f"stopped (pid {pid})"
 
+    def _postgres_status(self) -> list[ServiceStatus]:
+        if self.db != "postgres":
+            return []
+        pid = self.postgres.ours()
+        detail = f"pid {pid}, data {self.postgres.data}" if pid else f"log {self.postgres.log_path}"
+        address = f"postgresql://{HOST}:{self.postgres_port}"
+        return [ServiceStatus("postgres", pid is not None, pid is not None, address, detail)]
+
+    # --- workers and deployments ---------------------------------------------------
+
+    def workers(self) -> list[PrefectWorker]:
+        """The workers this stack started (their pid files), whatever prefect.yaml says now."""
+        folder = self.home / "workers"
+        pools = sorted(p.stem for p in folder.glob("*.pid")) if folder.is_dir() else []
+        return [PrefectWorker(self.home, pool, Path()) for pool in pools]
+
+    def _start_workers(self, progress: Progress) -> list[str]:
+        """Pools, the zombie automation and prefect.yaml's deployments, then a worker per pool."""
+        if not self.prefect.healthy():
+            raise LocalStackFailed(
+                f"the Prefect server on {self.prefect.url} does not answer: "
+                "start it first (conveyor up --only prefect)"
+            )
+        source = checkout()
+        pools = deploy.work_pools(source)
+        env = PrefectWorker(self.home, pools[0], source).environment(self.prefect.api_url)
+        with deploy.prefect_client(self.prefect.api_url) as c:
+            created = deploy.ensure_pools(c, pools)
+            zombie = deploy.ensure_zombie_automation(c)
+        progress(f"deployments of {source / 'prefect.yaml'}")
+        count = deploy.register_deployments(source, env)
+        done = [
+            f"deployments: {count} registered from {source / 'prefect.yaml'}"
+            + (f" (created pools {', '.join(created)})" if created else ""),
+            f"automation: {deploy.ZOMBIE_AUTOMATION} " + ("created" if zombie else "already there"),
+        ]
+        for pool in pools:
+            progress(f"worker for pool {pool}")
+            worker = PrefectWorker(self.home, pool, source)
+            done.append(f"worker {pool}: {worker.start(self.prefect.api_url)}")
+        return done
+
+    def _stop_workers(self) -> list[str]:
+        return [f"worker {w.pool}: {w.stop()}" for w in self.workers()] or ["workers: none running"]
+
     # --- the commands -------------------------------------------------------------
 
     def _check_ports(self, services: Sequence[str]) -> None:
@@ -233,10 +318,16 @@ class LocalStack:
             progress(f"registry on {self.registry_url}")
             done.append(f"registry: {self._start_registry()}")
             self._save_ports()
+        if "prefect" in services and self.db == "postgres":
+            progress(f"PostgreSQL on {HOST}:{self.postgres_port}")
+            done.append(f"postgres: {self.postgres.start()}")
+            self._save_ports()
         if "prefect" in services:
             progress(f"Prefect server on {self.prefect.url} (this takes a while)")
             done.append(f"prefect: {self.prefect.start(self.prefect_timeout)}")
             self._save_ports()
+        if "workers" in services:
+            done += self._start_workers(progress)
         if "clusters" in services:
             progress("simulated DC/OS clusters and vCenter (the first start compiles vcsim)")
             host = self.registry_url.split("://", 1)[1]
@@ -249,9 +340,14 @@ class LocalStack:
         if "clusters" in services:
             progress("simulated clusters")
             done += self.clusters.down()
+        if "workers" in services:
+            progress("workers")
+            done += self._stop_workers()
         if "prefect" in services:
             progress("Prefect server")
             done.append(f"prefect: {self.prefect.stop()}")
+            if self.postgres.ours() is not None:
+                done.append(f"postgres: {self.postgres.stop()}")
         if "registry" in services:
             progress("registry")
             done.append(f"registry: {self._stop_registry()}")
@@ -284,8 +380,20 @@ class LocalStack:
                 self.prefect.healthy(),
                 prefect_pid is not None,
                 self.prefect.api_url,
-                f"log {self.prefect.log_path}",
+                f"database {self.db}, log {self.prefect.log_path}",
             ),
+            *self._postgres_status(),
+            *[
+                ServiceStatus(
+                    f"worker {w.pool}",
+                    pid is not None,
+                    pid is not None,
+                    f"pool {w.pool}",
+                    f"pid {pid}, log {w.log_path}" if pid else f"log {w.log_path}",
+                )
+                for w in self.workers()
+                for pid in [w.ours()]
+            ],
             *[
                 ServiceStatus(name, running, running, url, "simulator")
                 for name, running, url in self.clusters.status()

@@ -1,0 +1,181 @@
+"""Flow runs seen from the CLI: start a deployment, follow its logs, find waiting approvals.
+
+The pipeline commands run nothing in this process: they start the deployment a worker
+executes (the durable path a team uses) and follow the run's logs from the server.
+Logs are printed as text, and a log line's traceback is cut to its first line: the
+full one stays in the run's logs in the UI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+from uuid import UUID
+
+from conveyor.errors import ConveyorError
+
+# promote's gate stores each approval request as a flow run input under this prefix and
+# the run's pause key (see tasks/approval.py).
+REQUEST_PREFIX = "conveyor-request-"
+POLL_S = 1.0
+TRACEBACK = "Traceback (most recent call last)"
+
+
+class DeploymentMissing(ConveyorError):
+    """The deployment a command starts is not registered on the server."""
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """One approval request, as ``conveyor approvals --json`` prints it."""
+
+    run_id: str
+    run_name: str
+    state: str
+    app: str | None
+    version: str | None
+    digest: str | None
+    environment: str | None
+    since: str
+    deadline: str | None
+    approvers: list[str]
+    pause_key: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat() if value is not None else None
+
+
+def _request(client: Any, run: Any, key: str | None) -> dict[str, Any]:
+    from prefect.exceptions import ObjectNotFound
+
+    if key is None:
+        return {}
+    try:
+        raw = client.read_flow_run_input(run.id, REQUEST_PREFIX + key)
+    except ObjectNotFound:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (TypeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def waiting(client: Any) -> list[Waiting]:
+    """Every Paused or Suspended run (both are Prefect's PAUSED type), oldest first."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    flt = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+    )
+    runs = client.read_flow_runs(flow_run_filter=flt, sort=FlowRunSort.START_TIME_ASC, limit=200)
+    found = []
+    for run in runs:
+        details = run.state.state_details
+        req = _request(client, run, details.pause_key)
+        params = run.parameters or {}
+        found.append(
+            Waiting(
+                run_id=str(run.id),
+                run_name=run.name,
+                state=run.state.name,
+                app=req.get("app"),
+                version=req.get("version"),
+                digest=req.get("digest", params.get("digest")),
+                environment=req.get("environment", params.get("environment")),
+                since=req.get("since") or _iso(run.state.timestamp) or "",
+                deadline=req.get("deadline") or _iso(details.pause_timeout),
+                approvers=list(req.get("approvers", [])),
+                pause_key=details.pause_key,
+            )
+        )
+    return found
+
+
+def description(client: Any, run_id: str, pause_key: str | None) -> str:
+    """The markdown the approval form shows, or a note when the pause has none."""
+    from prefect.exceptions import ObjectNotFound
+
+    for key in (f"suspended-{pause_key}-description", f"paused-{pause_key}-description"):
+        try:
+            raw = client.read_flow_run_input(UUID(run_id), key)
+        except ObjectNotFound:
+            continue
+        try:
+            return str(json.loads(raw))
+        except (TypeError, ValueError):
+            return str(raw)
+    return "(no description: a pause without an approval form)"
+
+
+def find_deployment(client: Any, name: str) -> Any:
+    """The deployment ``flow/deployment``, or ``DeploymentMissing`` saying how to register it."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        raise DeploymentMissing(
+            f"deployment {name} is not registered on {client.api_url}: run `conveyor up` "
+            "(it registers prefect.yaml's deployments), or `prefect deploy --all`"
+        ) from None
+
+
+def start(client: Any, deployment: Any, parameters: dict[str, Any], tags: list[str]) -> Any:
+    """A new run of ``deployment``; a worker of its pool picks it up."""
+    return client.create_flow_run_from_deployment(deployment.id, parameters=parameters, tags=tags)
+
+
+def log_line(message: str) -> str:
+    """A log message as the terminal shows it: a traceback cut to the line before it."""
+    head, _, _ = message.partition(TRACEBACK)
+    return head.rstrip() or message.splitlines()[0]
+
+
+def follow(
+    client: Any,
+    run_id: UUID,
+    emit: Callable[[str], None],
+    *,
+    stop_on_pause: bool = True,
+    timeout_s: float = 6 * 3600,
+) -> Any:
+    """Print the run's logs until it ends (or waits for an approval); return its last state."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    seen = 0
+    flt = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = client.read_flow_run(run_id)
+        logs = client.read_logs(log_filter=flt, sort=LogSort.TIMESTAMP_ASC, offset=seen, limit=200)
+        for entry in logs:
+            emit(log_line(entry.message))
+        seen += len(logs)
+        state = run.state
+        settled = state is not None and (state.is_final() or (stop_on_pause and state.is_paused()))
+        if settled and len(logs) < 200:
+            # Workers send logs in batches: the last lines may land just after the state.
+            time.sleep(2 * POLL_S)
+            for entry in client.read_logs(log_filter=flt, sort=LogSort.TIMESTAMP_ASC, offset=seen):
+                emit(log_line(entry.message))
+            return state
+        if time.monotonic() > deadline:
+            return state
+        if len(logs) < 200:
+            time.sleep(POLL_S)

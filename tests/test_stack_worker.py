@@ -1,0 +1,218 @@
+"""The local stack as a one-machine team setup: a Prefect server, a process worker per
+pool, prefect.yaml's deployments and the zombie automation; and the CLI against it,
+while it answers and while it is down.
+
+One stack (server and worker) serves the module; the CLI runs as a real ``conveyor``
+process so that its error boundary is the one users meet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conveyor.localstack import deploy, process
+from conveyor.localstack.stack import LocalStack
+from tests.parts import free_port
+
+pytestmark = [pytest.mark.prefect]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(home: Path, *args: str, timeout: float = 120) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(CONVEYOR_HOME=str(home), COLUMNS="200", PREFECT_HOME=str(home / "cli-home"))
+    done = subprocess.run(
+        [sys.executable, "-c", "from conveyor.cli.main import main; main()", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture(scope="module")
+def home() -> Iterator[Path]:
+    # Not under pytest's tmp_path: its folders are closed to other users, and the
+    # PostgreSQL test runs the database as the postgres user.
+    root = Path(tempfile.mkdtemp(prefix="conveyor-stack-"))
+    root.chmod(0o755)
+    state = root / "state"
+    stack = LocalStack(state, prefect_port=free_port())
+    try:
+        stack.up(["prefect", "workers"])
+        yield state
+    finally:
+        LocalStack(state).down(["workers", "prefect"])
+
+
+def test_up_starts_a_worker_and_registers_the_deployments(home: Path) -> None:
+    stack = LocalStack(home)
+    worker = stack.workers()[0]
+    pid = worker.ours()
+    assert pid is not None and os.getsid(pid) == pid
+    code, out, err = cli(home, "status")
+    assert code == 0, err
+    assert f"worker {worker.pool}" in out and f"pid {pid}" in out, out
+
+    with deploy.prefect_client(stack.prefect.api_url) as client:
+        names = {d.name for d in client.read_deployments()}
+        assert {"ship", "promote", "rollback", "nightly-integration"} <= names
+        automations = client.read_automations_by_name(deploy.ZOMBIE_AUTOMATION)
+        assert len(automations) == 1
+        expected = automations[0].trigger.expect  # type: ignore[union-attr]
+        assert {"prefect.flow-run.Suspended", "prefect.flow-run.Paused"} <= expected
+        # A second `up` changes nothing: one worker, one automation.
+        again = stack.up(["prefect", "workers"])
+        assert f"worker {worker.pool}: already running" in again
+        assert len(client.read_automations_by_name(deploy.ZOMBIE_AUTOMATION)) == 1
+
+
+def test_a_deployment_runs_on_the_worker_and_fails_in_one_line(home: Path) -> None:
+    """`conveyor rollback` starts the deployment; the worker runs the flow from the
+    checkout (it reads the pipeline file there), and its failure is one line."""
+    code, out, err = cli(home, "rollback", "production", "-p", "deployments/nope.yaml")
+    assert code == 1, out + err
+    assert "started rollback/rollback run" in out
+    assert "Traceback" not in out + err
+    # One line, followed by the pipeline file's problems one per line.
+    lines = err.strip().splitlines()
+    assert "ended Failed" in lines[0] and "ConfigError" in lines[0], err
+    assert lines[1:] == ["  deployments/nope.yaml: file not found"], err
+
+
+def _suspended_request(api_url: str) -> dict[str, str]:
+    """A run suspended the way promote's gate leaves one: a PAUSED-type state named
+    Suspended with a pause key, and the request stored as a flow run input."""
+    from prefect import flow
+    from prefect.client.schemas.objects import State, StateDetails, StateType
+
+    @flow(name="promote")
+    def promote(digest: str) -> None:
+        """Stands for the deployed flow; a run of no deployment no worker picks up."""
+
+    now = dt.datetime.now(dt.UTC)
+    deadline = now + dt.timedelta(hours=24)
+    key = "approval-production-0123456789ab-1"
+    with deploy.prefect_client(api_url) as client:
+        run = client.create_flow_run(
+            promote,
+            parameters={"digest": "sha256:" + "ab" * 32},
+            state=State(type=StateType.RUNNING),
+        )
+        request = {
+            "run_id": str(run.id),
+            "app": "hello",
+            "version": "v1.2.3",
+            "digest": "sha256:" + "ab" * 32,
+            "repository": "apps/hello",
+            "environment": "production",
+            "since": now.isoformat(),
+            "deadline": deadline.isoformat(),
+            "approvers": ["alice"],
+            "valid_for_s": 86400.0,
+            "pause_key": key,
+        }
+        client.create_flow_run_input(run.id, f"conveyor-request-{key}", json.dumps(request))
+        details = StateDetails(pause_key=key, pause_reschedule=True, pause_timeout=deadline)
+        state = State(type=StateType.PAUSED, name="Suspended", state_details=details)
+        client.set_flow_run_state(run.id, state, force=True)
+        return {**request, "run_name": run.name}
+
+
+def test_approvals_json_and_a_digest_mismatch(home: Path) -> None:
+    request = _suspended_request(LocalStack(home).prefect.api_url)
+    code, out, err = cli(home, "approvals", "--json")
+    assert code == 0, err
+    listed = {item["run_id"]: item for item in json.loads(out)}
+    item = listed[request["run_id"]]
+    for field in ("run_name", "app", "version", "digest", "environment", "since", "deadline"):
+        assert item[field] == request[field], field
+    assert item["state"] == "Suspended"
+
+    other = "sha256:" + "cd" * 32
+    code, out, err = cli(home, "approve", request["run_id"], "--as", "alice", "--digest", other)
+    assert code == 2 and "nothing was answered" in err and "Traceback" not in err, err
+
+
+def test_cli_with_the_server_down_says_so_in_one_line(home: Path) -> None:
+    """Last in the module: it stops the server (the fixture's down is then a no-op)."""
+    stack = LocalStack(home)
+    stack.down(["workers", "prefect"])
+    url = stack.prefect.api_url
+    for args in (
+        ["approvals"],
+        ["approvals", "--json"],
+        ["approve", str(uuid.uuid4()), "--as", "alice"],
+        ["reject", "some-run", "--as", "alice", "--reason", "no"],
+        ["ship"],
+        ["promote", "sha256:" + "ab" * 32],
+    ):
+        code, out, err = cli(home, *args, timeout=60)
+        lines = err.strip().splitlines()
+        assert code == 3, (args, out, err)
+        assert lines == [lines[0]] and f"cannot reach the Prefect server at {url}" in lines[0], err
+        assert "Traceback" not in out + err
+
+
+@pytest.mark.skipif(
+    not Path("/usr/lib/postgresql").is_dir() and os.environ.get("CI") != "true",
+    reason="PostgreSQL is not installed (scripts/setup.sh installs it)",
+)
+def test_postgres_backed_server_runs_a_flow() -> None:
+    from prefect import flow
+
+    root = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))
+    root.chmod(0o755)
+    state = root / "state"
+    stack = LocalStack(state, prefect_port=free_port(), db="postgres", postgres_port=free_port())
+    try:
+        done = stack.up(["prefect"])
+        assert any(line.startswith("postgres: started") for line in done), done
+        assert LocalStack(state).db == "postgres"  # kept for status and down
+        pg = stack.postgres.ours()
+        assert pg is not None and process.alive(pg)
+
+        @flow(name="on-postgres")
+        def hello() -> str:
+            return "hello"
+
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: stack.prefect.api_url}):
+            state_ = hello(return_state=True)
+        assert state_.is_completed()
+        # The run is in PostgreSQL's tables, not in some SQLite file.
+        import asyncio
+
+        import asyncpg
+
+        async def stored() -> int:
+            dsn = stack.postgres.url().get_secret_value().replace("+asyncpg", "")
+            conn = await asyncpg.connect(dsn)
+            try:
+                query = "SELECT count(*) FROM flow_run WHERE id = $1 AND state_type = 'COMPLETED'"
+                return int(await conn.fetchval(query, state_.state_details.flow_run_id))
+            finally:
+                await conn.close()
+
+        assert asyncio.run(stored()) == 1
+        assert not (stack.prefect.home / "prefect.db").exists()
+        rows = {s.name: s for s in stack.status()}
+        assert rows["postgres"].running and "database postgres" in rows["prefect"].detail
+    finally:
+        stack.down(["prefect"])
+    assert stack.postgres.ours() is None
