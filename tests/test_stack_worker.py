@@ -81,17 +81,29 @@ def test_up_starts_a_worker_and_registers_the_deployments(home: Path) -> None:
         assert len(client.read_automations_by_name(deploy.ZOMBIE_AUTOMATION)) == 1
 
 
-def test_a_deployment_runs_on_the_worker_and_fails_in_one_line(home: Path) -> None:
-    """`conveyor rollback` starts the deployment; the worker runs the flow from the
-    checkout (it reads the pipeline file there), and its failure is one line."""
+def test_a_deployment_runs_on_the_worker(home: Path) -> None:
+    """The worker runs a deployment's flow from the checkout: the rollback flow reads
+    the pipeline file named there and ends Failed naming it."""
+    import time
+
+    stack = LocalStack(home)
+    with deploy.prefect_client(stack.prefect.api_url) as client:
+        deployment = client.read_deployment_by_name("rollback/rollback")
+        params = {"pipeline": "deployments/nope.yaml", "environment": "production"}
+        run = client.create_flow_run_from_deployment(deployment.id, parameters=params)
+        deadline = time.monotonic() + 90
+        state = client.read_flow_run(run.id).state
+        while time.monotonic() < deadline and not (state and state.is_final()):
+            time.sleep(0.5)
+            state = client.read_flow_run(run.id).state
+    assert state is not None and state.name == "Failed", state
+    assert "deployments/nope.yaml: file not found" in (state.message or "")
+
+    # The CLI checks the file first and starts nothing: one line per problem.
     code, out, err = cli(home, "rollback", "production", "-p", "deployments/nope.yaml")
-    assert code == 1, out + err
-    assert "started rollback/rollback run" in out
+    assert code == 2 and "started" not in out, out + err
+    assert err.strip().splitlines()[-1] == "  deployments/nope.yaml: file not found", err
     assert "Traceback" not in out + err
-    # One line, followed by the pipeline file's problems one per line.
-    lines = err.strip().splitlines()
-    assert "ended Failed" in lines[0] and "ConfigError" in lines[0], err
-    assert lines[1:] == ["  deployments/nope.yaml: file not found"], err
 
 
 def _suspended_request(api_url: str) -> dict[str, str]:

@@ -27,7 +27,7 @@ err = Console(stderr=True, highlight=False)
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(Text(message))
+    err.print(Text(message), soft_wrap=True)
     return typer.Exit(code)
 
 

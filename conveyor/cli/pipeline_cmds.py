@@ -23,7 +23,7 @@ from conveyor.cli.errors import EXIT_FAILED, boundary, check_server
 from conveyor.config import Pipeline, load_pipeline
 from conveyor.connections import Connections
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
 PipelineOpt = Annotated[
@@ -141,7 +141,7 @@ def _settled(client: Any, run: Any, state: Any) -> None:
     if state is None or not state.is_completed():
         name = state.name if state is not None else "unknown"
         message = runs.log_line(state.message or "") if state is not None else ""
-        err.print(Text(f"run {run.name} ended {name}: {message}"))
+        err.print(Text(f"run {run.name} ended {name}: {message}"), soft_wrap=True)
         raise typer.Exit(EXIT_FAILED)
     _emit(f"run {run.name} completed")
 
