@@ -83,7 +83,6 @@ def run_connections(pipeline: Pipeline) -> Iterator[Connections]:
             yield opened
         finally:
             _RUN.reset(token)
-            logger().debug("connections of this run: %s", opened.builds)
 
 
 @contextmanager
