@@ -13,6 +13,7 @@ import pytest
 from conveyor.approvals import signing
 from conveyor.approvals.changes import changes_since, self_approvers
 from conveyor.approvals.policy import Request, Tally, identities, judge
+from conveyor.cli.sign_answer import signed_token
 from conveyor.clients.git_history import history
 from conveyor.config import ApprovalConfig
 from conveyor.errors import SigningFailed
@@ -234,3 +235,32 @@ def test_authors_of_the_release_may_not_approve_it(keys: dict[str, Key], tmp_pat
     assert allowed.counts
     unknown_base = changes_since(recorded, running_revision="f" * 40)
     assert not unknown_base.since_known and len(unknown_base.commits) == 3
+
+
+def test_conveyor_approve_signs_with_a_key_file_or_the_agent(
+    keys: dict[str, Key], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waiting = {"app": "shop", "environment": "production", "digest": DIGEST, "run_id": RUN}
+    req = request(config(keys))
+    token = signed_token(
+        waiting, decision="approve", approver="alice", comment="ok", key=keys["alice"].private
+    )
+    assert judge(req, decision="", approver="alice", signature=token).counts
+    sock = tmp_path / "agent.sock"
+    started = subprocess.run(
+        ["ssh-agent", "-a", str(sock), "-s"], capture_output=True, text=True, check=True
+    )
+    pid = int(started.stdout.split("SSH_AGENT_PID=")[1].split(";")[0])
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+    try:
+        with pytest.raises(SigningFailed, match="no key in ssh-agent"):
+            signed_token(waiting, decision="approve", approver="bob", comment="", key=None)
+        for name in ("bob", "mallory"):
+            subprocess.run(
+                ["ssh-add", "-q", str(keys[name].private)], check=True, capture_output=True
+            )
+        token = signed_token(waiting, decision="reject", approver="bob", comment="no", key=None)
+        verdict = judge(req, decision="", approver="bob", signature=token)
+        assert verdict.answer is not None and verdict.answer.decision == "reject"
+    finally:
+        os.kill(pid, signal.SIGTERM)
