@@ -5,7 +5,8 @@
 - judge: the gate's check of one signed answer (one ``ssh-keygen -Y verify``);
 - verify: ``conveyor verify DIGEST --env production`` as a new process, against a
   release with 4 evidence items (scan, integration, and two 2-of-2 signed approvals
-  of production), so 4 signatures are checked.
+  of production), so 4 signatures are checked; beside it the same read and check in
+  process, and ``conveyor --help``, so the command's start-up cost shows apart.
 
 Medians of ``--runs`` (default 5), side by side in one run.
 
@@ -29,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from conveyor.approvals.policy import Request, Tally, identities, judge
 from conveyor.approvals.record import approval_payload
+from conveyor.approvals.verify import check_approvals
 from conveyor.cli.sign_answer import signed_token
 from conveyor.clients.registry import RegistryClient
-from conveyor.evidence import attach_evidence
+from conveyor.evidence import attach_evidence, read_evidence
 from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
 from tests.approval_support import RUN, make_key
@@ -129,7 +131,17 @@ def main() -> None:
                 "judge (ssh-keygen -Y verify)": _timed(
                     lambda: judge(request, decision="", approver="", signature=token), args.runs
                 ),
-                "conveyor verify, 4 evidence items": _timed(verify, args.runs),
+                "read + check 4 items, in process": _timed(
+                    lambda: check_approvals(
+                        read_evidence(client, REPO, digest), digest, {"production": config}
+                    ),
+                    args.runs,
+                ),
+                "conveyor verify, 4 items, new process": _timed(verify, args.runs),
+                "conveyor --help, new process": _timed(
+                    lambda: subprocess.run([conveyor, "--help"], capture_output=True, env=env),
+                    args.runs,
+                ),
             }
     for what, times in results.items():
         print(f"{what:36s} median {statistics.median(times) * 1000:8.1f} ms  (n={len(times)})")

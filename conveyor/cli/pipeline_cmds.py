@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.text import Text
 
 from conveyor.cli import runs
 from conveyor.cli.errors import EXIT_FAILED, boundary, check_server
-from conveyor.config import Pipeline, load_pipeline
+from conveyor.config import Pipeline, SecretRef, load_pipeline
 from conveyor.connections import Connections
 
 console = Console(highlight=False, soft_wrap=True)
@@ -49,9 +50,15 @@ IN_PROCESS = {
 def connections(pipeline: Pipeline) -> Connections:
     """What a command talks to, built as a flow run builds it; Prefect Secret blocks are
     read as the flows read them."""
+    return Connections(pipeline, resolve_secret=_resolve_secret)
+
+
+def _resolve_secret(ref: SecretRef) -> SecretStr:
+    # Imported when a secret is first needed: Prefect's import costs a command that
+    # needs none (`conveyor verify` of an open registry) seconds.
     from tasks.runtime import resolve_secret
 
-    return Connections(pipeline, resolve_secret=resolve_secret)
+    return resolve_secret(ref)
 
 
 def _emit(line: str) -> None:
