@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -21,6 +23,7 @@ from rich.text import Text
 
 from conveyor.cli import runs
 from conveyor.cli.errors import EXIT_FAILED, EXIT_INPUT, boundary, check_server
+from conveyor.cli.sign_answer import signed_token
 
 console = Console()
 err = Console(stderr=True, highlight=False)
@@ -91,7 +94,47 @@ def list_approvals(
                     console.print(Markdown(runs.description(client, w.run_id, w.pause_key)))
 
 
-def _resume(ref: str, decision: str, approver: str, comment: str, digest: str | None) -> None:
+@dataclass(frozen=True)
+class Signing:
+    """How to sign an answer (``--key``, ``--sign``), and whether only to print it."""
+
+    key: Path | None = None
+    agent: bool = False
+    print_only: bool = False
+
+    @property
+    def wanted(self) -> bool:
+        return self.key is not None or self.agent or self.print_only
+
+
+def _signature(
+    request: runs.Waiting, decision: str, approver: str, comment: str, how: Signing
+) -> str:
+    if not (request.app and request.digest and request.environment):
+        raise _fail(f"run {request.run_name} has no approval request to sign", EXIT_INPUT)
+    waiting = {
+        "app": request.app,
+        "environment": request.environment,
+        "digest": request.digest,
+        "run_id": request.run_id,
+    }
+    return signed_token(
+        waiting,
+        decision="approve" if decision == "approve" else "reject",
+        approver=approver,
+        comment=comment,
+        key=how.key,
+    )
+
+
+def _resume(
+    ref: str,
+    decision: str,
+    approver: str,
+    comment: str,
+    digest: str | None,
+    how: Signing = Signing(),
+) -> None:
     from prefect import get_client
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import resume_flow_run
@@ -109,6 +152,12 @@ def _resume(ref: str, decision: str, approver: str, comment: str, digest: str | 
             answer = {"decision": decision, "approver": approver, "comment": comment}
             answer["digest"] = request.digest or digest or ""
             answer["environment"] = request.environment or ""
+            if how.wanted:
+                answer["signature"] = _signature(request, decision, approver, comment, how)
+                if how.print_only:
+                    # For the UI's Resume form: paste it into the signature field.
+                    print(answer["signature"])
+                    return
             try:
                 resume_flow_run(UUID(request.run_id), run_input=answer)
             except FlowPauseTimeout:
@@ -151,14 +200,33 @@ DigestOpt = Annotated[
 ]
 
 
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        help="sign the answer with this SSH key (a private key, or a .pub held by ssh-agent)",
+    ),
+]
+SignOpt = Annotated[bool, typer.Option("--sign", help="sign with the key in ssh-agent")]
+PrintOpt = Annotated[
+    bool,
+    typer.Option(
+        "--print", help="print the signed answer for the UI's signature field; answer nothing"
+    ),
+]
+
+
 def approve(
     run: Annotated[str, typer.Argument(help="flow run id, id prefix or name")],
     as_: Annotated[str, typer.Option("--as", help="your name, as on the approvers list")],
     comment: Annotated[str, typer.Option(help="why")] = "",
     digest: DigestOpt = None,
+    key: KeyOpt = None,
+    sign: SignOpt = False,
+    print_only: PrintOpt = False,
 ) -> None:
-    """Approve the release a run waits on."""
-    _resume(run, "approve", as_, comment, digest)
+    """Approve the release a run waits on (signed with --key or --sign where it must be)."""
+    _resume(run, "approve", as_, comment, digest, Signing(key, sign, print_only))
 
 
 def reject(
@@ -166,6 +234,9 @@ def reject(
     as_: Annotated[str, typer.Option("--as", help="your name, as on the approvers list")],
     reason: Annotated[str, typer.Option(help="why it must not go on")],
     digest: DigestOpt = None,
+    key: KeyOpt = None,
+    sign: SignOpt = False,
+    print_only: PrintOpt = False,
 ) -> None:
     """Reject the release a run waits on; the run ends Failed with the reason."""
-    _resume(run, "reject", as_, reason, digest)
+    _resume(run, "reject", as_, reason, digest, Signing(key, sign, print_only))
