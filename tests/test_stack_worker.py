@@ -160,6 +160,73 @@ def test_approvals_json_and_a_digest_mismatch(home: Path) -> None:
     assert code == 2 and "nothing was answered" in err and "Traceback" not in err, err
 
 
+def _pipeline_file(root: Path, app: str) -> Path:
+    (root / "app").mkdir(parents=True)
+    # A repository of its own: build contexts must stay inside the pipeline file's.
+    subprocess.run(["git", "init", "-q", str(root)], check=True, timeout=30)
+    (root / "app" / "Dockerfile").write_text("FROM scratch\n")
+    (root / "deployments").mkdir()
+    envs = [
+        {
+            "name": name,
+            "tag": f"{name}-ready",
+            "driver": {"kind": "docker", "port": free_port()},
+            "health": {"path": "/health", "timeout_s": 5},
+            "tests": {"http": [{"name": "health", "path": "/health"}]},
+            **({"approval": {"approvers": ["alice"], "timeout": "1h"}} if gate else {}),
+        }
+        for name, gate in (("integration", False), ("production", True))
+    ]
+    data = {
+        "app": {"name": app, "context": "../app"},
+        "registry": {
+            "url": f"http://127.0.0.1:{free_port()}",
+            "repository": f"conveyor/{app}",
+            "username": "conveyor",
+            "password": {"env": "CONVEYOR_TEST_UNUSED_PASSWORD"},
+        },
+        "environments": envs,
+    }
+    path = root / "deployments" / "pipeline.yaml"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_releases_json(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing deployed yet (read from the Docker Engine), one request waiting for
+    production and one superseded: the shape scripts rely on."""
+    from prefect import flow
+    from prefect.client.schemas.objects import State, StateType
+
+    monkeypatch.setenv("CONVEYOR_TEST_UNUSED_PASSWORD", "not-used")
+    api = LocalStack(home).prefect.api_url
+    request = _suspended_request(api)
+    pipeline = _pipeline_file(tmp_path / "repo", "hello")
+
+    @flow(name="promote")
+    def promote(digest: str, environment: str) -> None:
+        """Stands for the deployed flow."""
+
+    reason = "superseded by v1.2.4 (sha256:" + "ef" * 32 + ")"
+    with deploy.prefect_client(api) as client:
+        old = client.create_flow_run(
+            promote,
+            parameters={"digest": "sha256:" + "12" * 32, "environment": "production"},
+            state=State(type=StateType.CANCELLED, message=reason),
+        )
+    code, out, err = cli(home, "releases", "--json", "-p", str(pipeline))
+    assert code == 0, out + err
+    found = json.loads(out)
+    assert list(found) == ["integration", "production"]
+    for entry in found.values():
+        assert set(entry) >= {"running", "waiting", "superseded"}
+        assert entry["running"] is None
+    assert [w["run_id"] for w in found["production"]["waiting"]] == [request["run_id"]]
+    assert found["integration"]["waiting"] == []
+    superseded = found["production"]["superseded"]
+    assert [(s["run_id"], s["reason"]) for s in superseded] == [(str(old.id), reason)]
+
+
 def test_cli_with_the_server_down_says_so_in_one_line(home: Path) -> None:
     """Last in the module: it stops the server (the fixture's down is then a no-op)."""
     stack = LocalStack(home)

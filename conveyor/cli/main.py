@@ -18,6 +18,7 @@ from conveyor.cli import (
     approvals,
     inspect_cmds,
     pipeline_cmds,
+    releases_cmd,
     sim_marathon,
     sim_vcenter,
     stack,
@@ -45,6 +46,7 @@ app.add_typer(sim, name="sim")
 pipeline_cmds.register(app)
 inspect_cmds.register(app)
 app.command()(validate_cmd.validate)
+app.command()(releases_cmd.releases)
 app.command()(verify_cmd.verify)
 
 
