@@ -14,16 +14,25 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from conveyor.approvals.freeze import active_freeze
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.drivers.base import DeployedState, DeployOutcome
 from conveyor.errors import (
     ApprovalRejected,
     ConveyorError,
+    FreezeActive,
     IntegrationTestsFailed,
     RolledBack,
     VerificationFailed,
 )
-from conveyor.release import ApprovalRecord, Deployment, Release, ReleaseRecord, Verification
+from conveyor.release import (
+    ApprovalRecord,
+    Deployment,
+    Release,
+    ReleaseRecord,
+    Verification,
+    utcnow,
+)
 from conveyor.timeline import Timeline
 
 
@@ -47,6 +56,11 @@ class EnvironmentSteps(Protocol):
     def attach_evidence(
         self, release: Release, kind: str, environment: str, payload: dict[str, Any]
     ) -> None: ...
+
+    def verify_approval(self, release: Release, env: EnvironmentConfig) -> None:
+        """The approval evidence attached to the digest verifies (signatures, bindings,
+        count); ``ApprovalEvidenceInvalid`` otherwise. Asked of signed environments."""
+        ...
 
     def tag_release(self, release: Release, env: EnvironmentConfig) -> None: ...
 
@@ -118,12 +132,20 @@ def enter_environment(
     index = pipeline.environments.index(env)
     before = steps.current_state(env)
     already = before.runs(release)
+    frozen = active_freeze(env.freeze, utcnow()) if not already else None
+    if frozen is not None:
+        raise FreezeActive(frozen.message(env.name))
     if index > 0:
         with timeline.stage(f"evidence {env.name}"):
             steps.require_proof(release, pipeline.environments[index - 1])
     if env.approval is not None and not already:
         with timeline.stage(f"approval {env.name}"):
             _approval(steps, env, release, record, auto)
+    if env.approval is not None and env.approval.identity == "signed" and not already:
+        # What anyone can check later is checked before the first change: approval
+        # evidence in the registry that does not verify stops the release, whoever wrote it.
+        with timeline.stage(f"approval evidence {env.name}"):
+            steps.verify_approval(release, env)
     with timeline.stage(f"promote {env.tag}"):
         steps.tag_release(release, env)
     if not already:

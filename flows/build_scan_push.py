@@ -13,7 +13,7 @@ from conveyor.release import Release
 from conveyor.scan_policy import ScanResult
 from conveyor.timeline import Timeline
 from tasks.build import build_image
-from tasks.evidence import attach_evidence
+from tasks.evidence import attach_evidence, record_source
 from tasks.push import push_image
 from tasks.scan import scan_image
 
@@ -30,4 +30,7 @@ def build_scan_push(
         scan = scanning.result()
         release = pushing.result()
     attach_evidence(config, release, "scan", "build", {"passed": True, "summary": scan.summary})
+    # Who changed what, kept with the image: the approval gate keeps their authors from
+    # approving it, read from here since a promote worker may have no checkout of it.
+    record_source(config, release)
     return scan, release

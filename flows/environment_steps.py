@@ -40,6 +40,9 @@ class TaskSteps:
     ) -> None:
         evidence.attach_evidence(self.pipeline, release, kind, environment, payload)
 
+    def verify_approval(self, release: Release, env: EnvironmentConfig) -> None:
+        evidence.verify_approval(self.pipeline, release, env)
+
     def tag_release(self, release: Release, env: EnvironmentConfig) -> None:
         promote.tag_release(self.pipeline, release, env)
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor import proof
+from conveyor.approvals.changes import source_payload
+from conveyor.approvals.verify import require_verified_approval
+from conveyor.clients.git_history import history
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.connections import Connections
+from conveyor.evidence import read_evidence
 from conveyor.release import ApprovalRecord, Release
 from tasks.runtime import connections, logger, pipeline_task
 
@@ -32,6 +36,32 @@ def attach_evidence(
 ) -> str:
     with connections(pipeline) as c:
         return record_evidence(c, release, kind, environment, payload)
+
+
+@pipeline_task("record source", retries=3)
+def record_source(pipeline: Pipeline, release: Release) -> str | None:
+    """The build's commit and its history (authors, committers) as ``source`` evidence."""
+    if release.revision is None:
+        logger().info("%s was built outside git: no history to record", release.short)
+        return None
+    commits = history(pipeline.app.context, release.revision)
+    with connections(pipeline) as c:
+        return record_evidence(
+            c, release, "source", "build", source_payload(commits, release.revision)
+        )
+
+
+@pipeline_task("approval evidence", retries=3)
+def verify_approval(pipeline: Pipeline, release: Release, env: EnvironmentConfig) -> None:
+    """Refuse a deploy whose approval evidence in the registry does not verify."""
+    if env.approval is None:
+        return
+    with connections(pipeline) as c:
+        items = read_evidence(c.registry(), release.repository, release.digest, ("approval",))
+    check = require_verified_approval(items, release.digest, env.name, env.approval)
+    logger().info(
+        "the approval of %s for %s verifies: %s", release.short, env.name, "; ".join(check.lines)
+    )
 
 
 @pipeline_task("evidence check", retries=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from conveyor.approvals import signing
-from conveyor.approvals.changes import changes_since, self_approvers
+from conveyor.approvals.changes import (
+    changes_since,
+    recorded_history,
+    self_approvers,
+    source_payload,
+)
 from conveyor.approvals.policy import Request, Tally, identities, judge
 from conveyor.cli.sign_answer import signed_token
 from conveyor.clients.git_history import history
@@ -213,7 +219,10 @@ def test_authors_of_the_release_may_not_approve_it(keys: dict[str, Key], tmp_pat
             ("bump", "dave", "dave@corp.example"),
         ],
     )
-    recorded = history(tmp_path / "src", shas[-1])
+    revision, recorded = recorded_history(
+        json.loads(json.dumps(source_payload(history(tmp_path / "src", shas[-1]), shas[-1])))
+    )
+    assert revision == shas[-1]
     changes = changes_since(recorded, running_revision=shas[0])
     assert [c.subject for c in changes.commits] == [
         "bump",

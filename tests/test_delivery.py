@@ -13,6 +13,7 @@ from conveyor.config import EnvironmentConfig, Pipeline, parse_pipeline
 from conveyor.delivery import enter_environment
 from conveyor.drivers.base import DeployedState, DeployOutcome, Instance
 from conveyor.errors import (
+    ApprovalEvidenceInvalid,
     ApprovalRejected,
     ConveyorError,
     EvidenceMissing,
@@ -84,6 +85,7 @@ class FakeSteps:
     registry: FakeRegistry
     answer: str = "approve"
     checks_fail: bool = False
+    bad_evidence: str = ""
     calls: list[str] = field(default_factory=list)
 
     def current_state(self, env: EnvironmentConfig) -> DeployedState:
@@ -124,6 +126,11 @@ class FakeSteps:
                 "payload": payload,
             }
         )
+
+    def verify_approval(self, release: Release, env: EnvironmentConfig) -> None:
+        self.calls.append(f"verify approval {env.name}")
+        if self.bad_evidence:
+            raise ApprovalEvidenceInvalid("does not verify", [self.bad_evidence])
 
     def tag_release(self, release: Release, env: EnvironmentConfig) -> None:
         self.calls.append(f"tag {env.tag}")

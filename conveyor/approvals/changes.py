@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
 
 from conveyor.approvals.policy import Identity
 from conveyor.clients.git_history import Commit
@@ -67,3 +70,20 @@ def summary(changes: Changes, limit: int = 20) -> list[str]:
             "(the running release's commit is not in this history: all recorded commits shown)"
         )
     return lines
+
+
+def source_payload(history: list[Commit], revision: str | None) -> dict[str, Any]:
+    """The ``source`` evidence of a build: its commit and the history before it."""
+    return {"revision": revision, "commits": [c.model_dump() for c in history]}
+
+
+def recorded_history(payload: dict[str, Any]) -> tuple[str | None, list[Commit]]:
+    """What ``source_payload`` recorded; commits that no longer parse are left out."""
+    commits = []
+    for raw in payload.get("commits") or []:
+        try:
+            commits.append(Commit.model_validate(raw))
+        except ValidationError:
+            continue
+    revision = payload.get("revision")
+    return (str(revision) if revision else None), commits
