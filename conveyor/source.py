@@ -1,5 +1,5 @@
-"""From source to a pushed release: the version a build gets, the build, the push under
-the immutable version tag, and the release a digest already pushed is."""
+"""From source to a pushed release: the version a build gets, the build, the push by
+digest and then the immutable version tag, and the release a digest already pushed is."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from conveyor.clients.docker_engine import BuiltImage, DockerEngine
 from conveyor.clients.registry import RegistryClient
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.connections import Connections
-from conveyor.errors import ImmutableTagViolation, NotFound
+from conveyor.errors import NotFound
+from conveyor.promotion import TagPolicy
+from conveyor.publish import publish
 from conveyor.release import Release
 
 Log = Callable[[str], None]
@@ -64,38 +66,26 @@ def release_of(pipeline: Pipeline, digest: str, version: str, revision: str | No
     )
 
 
-def _local_digests(client: object, image_id: str, repository: str) -> set[str]:
-    info = client.api.inspect_image(image_id)  # type: ignore[attr-defined]
-    return {
-        d.split("@", 1)[1] for d in info.get("RepoDigests") or [] if d.startswith(repository + "@")
-    }
-
-
 def push(connections: Connections, built: BuiltImage, log: Log) -> Release:
-    """Push under the version tag, which is immutable: an existing tag must already
-    hold this very image (a rerun), or the push is refused before any byte moves."""
+    """Publish by digest, then set the immutable version tag (``conveyor.publish``): a
+    rerun, or a concurrent run of the same commit, finds the image published and goes on;
+    a tag naming another image is refused."""
     pipeline = connections.pipeline
     cfg = pipeline.registry
     ref = f"{cfg.host}/{cfg.repository}"
-    existing = connections.registry().resolve(cfg.repository, built.version)
-    client = connections.docker()
-    if existing is not None:
-        if existing in _local_digests(client, built.id, ref):
-            log(f"{ref}:{built.version} is already pushed at {existing}")
-            return release_of(pipeline, existing, built.version, built.revision)
-        raise ImmutableTagViolation(
-            f"{ref}:{built.version} already names {existing}, another image; "
-            "version tags are immutable: commit your change or pass another version"
+    with DockerEngine(connections.docker()).save(built.id) as saved:
+        published = publish(
+            connections.registry(),
+            cfg.repository,
+            saved,
+            built.version,
+            policy=TagPolicy.from_config(cfg),
         )
-    digest = DockerEngine(client).push(
-        built.id,
-        ref,
-        built.version,
-        connections.registry_auth(),
-        log=lambda line: log(f"push | {line}"),
-    )
-    log(f"pushed {ref}@{digest} ({built.version})")
-    return release_of(pipeline, digest, built.version, built.revision)
+    if published.already:
+        log(f"{ref}:{built.version} is already pushed at {published.digest}")
+    else:
+        log(f"pushed {ref}@{published.digest} ({built.version})")
+    return release_of(pipeline, published.digest, built.version, built.revision)
 
 
 def image_labels(registry: RegistryClient, repository: str, digest: str) -> dict[str, str]:
