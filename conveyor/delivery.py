@@ -1,9 +1,9 @@
 """Taking one release into one environment: the path every flow shares.
 
 The order is the promotion model's: proof from the previous stage, a person's
-approval where the environment asks for one, the environment's tag on the digest,
-the cluster's pre-flight, the deploy, then verification with an automatic rollback
-when it fails. Each step asks the real systems what they hold first, so a rerun
+approval where the environment asks for one, the cluster's pre-flight, the
+environment's tag on the digest and the deploy, then verification with an automatic
+rollback (and the tag back) when a check fails. Each step asks the real systems what they hold first, so a rerun
 after a crash neither deploys nor promotes twice.
 
 The steps themselves are injected (``EnvironmentSteps``): the flows hand in their
@@ -12,6 +12,7 @@ Prefect tasks, a test its fakes, and the order and the verdicts live here once.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Protocol
 
 from conveyor.approvals.freeze import active_freeze
@@ -21,6 +22,7 @@ from conveyor.errors import (
     ApprovalRejected,
     ConveyorError,
     FreezeActive,
+    HealthCheckFailed,
     IntegrationTestsFailed,
     RolledBack,
     VerificationFailed,
@@ -146,11 +148,13 @@ def enter_environment(
         # evidence in the registry that does not verify stops the release, whoever wrote it.
         with timeline.stage(f"approval evidence {env.name}"):
             steps.verify_approval(release, env)
-    with timeline.stage(f"promote {env.tag}"):
-        steps.tag_release(release, env)
     if not already:
         with timeline.stage(f"pre-flight {env.name}"):
             steps.preflight(env, release)
+    # The tag names what the environment runs or is rolling to: it moves once the
+    # pre-flight has passed, right before the deploy, and returns with a rollback.
+    with timeline.stage(f"promote {env.tag}"):
+        steps.tag_release(release, env)
     with timeline.stage(f"deploy {env.name}"):
         outcome = steps.deploy(env, release)
     record.deployments.append(Deployment(environment=env.name, changed=outcome.changed))
@@ -161,6 +165,20 @@ def enter_environment(
         _verify_or_roll_back(steps, pipeline, env, release, record, restorable=restorable)
 
 
+def _checked(
+    steps: EnvironmentSteps, env: EnvironmentConfig, release: Release
+) -> Verification | ConveyorError:
+    """The checks' verdict, or the check that could not pass (no healthy instance).
+
+    Any other error is an outside system failing while the checks ran: it says nothing
+    about the release, so it propagates and the run ends as an error, not a failure.
+    """
+    try:
+        return steps.run_checks(env, release)
+    except (HealthCheckFailed, VerificationFailed) as exc:
+        return exc
+
+
 def _verify_or_roll_back(
     steps: EnvironmentSteps,
     pipeline: Pipeline,
@@ -169,22 +187,35 @@ def _verify_or_roll_back(
     record: ReleaseRecord,
     restorable: bool,
 ) -> None:
-    try:
-        verification = steps.run_checks(env, release)
+    """Only failed checks roll back. Once the checks have passed, an error recording their
+    evidence (retried by its step) ends the run as an error and production stays on the
+    healthy release; the next run finds it deployed and records the evidence then."""
+    verification = _checked(steps, env, release)
+    if isinstance(verification, Verification):
         record.verifications.append(verification)
-        if verification.failed:
-            failure = (
-                IntegrationTestsFailed if env is pipeline.environments[0] else VerificationFailed
-            )
-            raise failure(
-                f"{verification.failed} of {verification.passed + verification.failed} checks "
-                f"failed in {env.name}: {verification.summary}"
-            )
-    except ConveyorError as exc:
-        if not (env.rollback_on_failure and restorable):
-            raise
-        restored = steps.rollback(env)
-        raise RolledBack(
-            f"{env.name} failed verification of {release.version} ({exc}); "
-            f"rolled back to {restored.version or restored.digest}"
-        ) from exc
+        payload = verification.model_dump(mode="json")
+        if not verification.failed:
+            steps.attach_evidence(release, "tests", env.name, payload)
+            return
+        with contextlib.suppress(ConveyorError):
+            # Kept when the registry takes it; the rollback does not wait for it.
+            steps.attach_evidence(release, "tests", env.name, payload)
+        failure = IntegrationTestsFailed if env is pipeline.environments[0] else VerificationFailed
+        failed_check: ConveyorError = failure(
+            f"{verification.failed} of {verification.passed + verification.failed} checks "
+            f"failed in {env.name}: {verification.summary}"
+        )
+    else:
+        failed_check = verification
+    if not (env.rollback_on_failure and restorable):
+        raise failed_check
+    restored = steps.rollback(env)
+    if restored.digest is not None and restored.version is not None:
+        back = release.model_copy(
+            update={"digest": restored.digest, "version": restored.version, "revision": None}
+        )
+        steps.tag_release(back, env)
+    raise RolledBack(
+        f"{env.name} failed verification of {release.version} ({failed_check}); "
+        f"rolled back to {restored.version or restored.digest}"
+    ) from failed_check

@@ -15,10 +15,14 @@ from conveyor.drivers.base import DeployedState, DeployOutcome, Instance
 from conveyor.errors import (
     ApprovalEvidenceInvalid,
     ApprovalRejected,
+    ConnectFailed,
     ConveyorError,
     EvidenceMissing,
+    HealthCheckFailed,
     IntegrationTestsFailed,
+    PreflightFailed,
     RolledBack,
+    ServerError,
     VerificationFailed,
 )
 from conveyor.release import ApprovalRecord, Release, ReleaseRecord, Verification
@@ -86,7 +90,13 @@ class FakeSteps:
     answer: str = "approve"
     checks_fail: bool = False
     bad_evidence: str = ""
+    # An exception the step raises: "checks", "evidence" (the tests evidence) or "preflight".
+    fault: tuple[str, ConveyorError] | None = None
     calls: list[str] = field(default_factory=list)
+
+    def _fault(self, step: str) -> None:
+        if self.fault is not None and self.fault[0] == step:
+            raise self.fault[1]
 
     def current_state(self, env: EnvironmentConfig) -> DeployedState:
         return self.drivers[env.name].status()
@@ -117,6 +127,8 @@ class FakeSteps:
         self, release: Release, kind: str, environment: str, payload: dict[str, Any]
     ) -> None:
         self.calls.append(f"attach {kind} {environment}")
+        if kind == "tests":
+            self._fault("evidence")
         self.registry.evidence.append(
             {
                 "kind": kind,
@@ -138,6 +150,7 @@ class FakeSteps:
 
     def preflight(self, env: EnvironmentConfig, release: Release) -> None:
         self.calls.append(f"preflight {env.name}")
+        self._fault("preflight")
 
     def deploy(self, env: EnvironmentConfig, release: Release) -> DeployOutcome:
         self.calls.append(f"deploy {env.name}")
@@ -145,6 +158,7 @@ class FakeSteps:
 
     def run_checks(self, env: EnvironmentConfig, release: Release) -> Verification:
         self.calls.append(f"verify {env.name}")
+        self._fault("checks")
         failed = 1 if self.checks_fail else 0
         return Verification(
             environment=env.name, passed=1 - failed, failed=failed, summary="health: ok"
@@ -188,71 +202,105 @@ class Case:
     calls: tuple[str, ...] = ()
     runs_after: str | None = "new"
     approvals: tuple[str, ...] = ()
+    fault: tuple[str, ConveyorError] | None = None
+    # What the environment's tag names afterwards (it names "old" before when old runs).
+    tag_after: str | None = "new"
 
 
 PROOF = ("proof integration",)
+ASK = (*PROOF, "approve production", "attach approval production")
+INTO_PRODUCTION = (*ASK, "preflight production", "tag production-ready", "deploy production")
+INTO_INTEGRATION = ("preflight integration", "tag integration-ready", "deploy integration")
+REGISTRY_503 = ServerError("registry 127.0.0.1:5000: PUT ... answered 503", 503)
 CASES = {
     "already deployed: no approval, no pre-flight, nothing changes": Case(
         "production",
         runs="new",
-        calls=(*PROOF, "tag production-ready", "deploy production", "verify production"),
+        calls=(
+            *PROOF,
+            "tag production-ready",
+            "deploy production",
+            "verify production",
+            "attach tests production",
+        ),
     ),
     "first deploy into integration": Case(
         "integration",
         runs=None,
-        calls=(
-            "tag integration-ready",
-            "preflight integration",
-            "deploy integration",
-            "verify integration",
-        ),
+        calls=(*INTO_INTEGRATION, "verify integration", "attach tests integration"),
     ),
     "first deploy into production asks and records the approval": Case(
         "production",
         runs="old",
-        calls=(
-            *PROOF,
-            "approve production",
-            "attach approval production",
-            "tag production-ready",
-            "preflight production",
-            "deploy production",
-            "verify production",
-        ),
+        calls=(*INTO_PRODUCTION, "verify production", "attach tests production"),
         approvals=("approve",),
     ),
-    "failed verification rolls back to the release that ran before": Case(
+    "failed verification rolls back to the release that ran before, tag included": Case(
         "production",
         runs="old",
         checks_fail=True,
         raises=RolledBack,
         calls=(
-            *PROOF,
-            "approve production",
-            "attach approval production",
-            "tag production-ready",
-            "preflight production",
-            "deploy production",
+            *INTO_PRODUCTION,
             "verify production",
+            "attach tests production",
             "rollback production",
+            "tag production-ready",
         ),
         runs_after="old",
         approvals=("approve",),
+        tag_after="old",
+    ),
+    "no healthy instance is a failed check: rolled back": Case(
+        "production",
+        runs="old",
+        fault=("checks", HealthCheckFailed("no instance became healthy in 60s")),
+        raises=RolledBack,
+        calls=(
+            *INTO_PRODUCTION,
+            "verify production",
+            "rollback production",
+            "tag production-ready",
+        ),
+        runs_after="old",
+        approvals=("approve",),
+        tag_after="old",
+    ),
+    "the registry failing to record evidence after healthy checks: an error, no rollback": Case(
+        "production",
+        runs="old",
+        fault=("evidence", REGISTRY_503),
+        raises=ServerError,
+        calls=(*INTO_PRODUCTION, "verify production", "attach tests production"),
+        approvals=("approve",),
+    ),
+    "the cluster unreachable while checking: an error, no rollback": Case(
+        "production",
+        runs="old",
+        fault=("checks", ConnectFailed("marathon 127.0.0.1:8082: connection refused")),
+        raises=ConnectFailed,
+        calls=(*INTO_PRODUCTION, "verify production"),
+        approvals=("approve",),
+    ),
+    "a failed pre-flight leaves the tag where it was": Case(
+        "production",
+        runs="old",
+        fault=(
+            "preflight",
+            PreflightFailed("pre-flight of production failed", ["vcenter: connection refused"]),
+        ),
+        raises=PreflightFailed,
+        calls=(*ASK, "preflight production"),
+        runs_after="old",
+        approvals=("approve",),
+        tag_after="old",
     ),
     "failed verification of a first deploy fails on its checks, no rollback": Case(
         "production",
         runs=None,
         checks_fail=True,
         raises=VerificationFailed,
-        calls=(
-            *PROOF,
-            "approve production",
-            "attach approval production",
-            "tag production-ready",
-            "preflight production",
-            "deploy production",
-            "verify production",
-        ),
+        calls=(*INTO_PRODUCTION, "verify production", "attach tests production"),
         approvals=("approve",),
     ),
     "failed integration tests are integration failures": Case(
@@ -260,12 +308,7 @@ CASES = {
         runs=None,
         checks_fail=True,
         raises=IntegrationTestsFailed,
-        calls=(
-            "tag integration-ready",
-            "preflight integration",
-            "deploy integration",
-            "verify integration",
-        ),
+        calls=(*INTO_INTEGRATION, "verify integration", "attach tests integration"),
     ),
     "a rejected approval stops before the tag and the deploy": Case(
         "production",
@@ -275,6 +318,7 @@ CASES = {
         calls=(*PROOF, "approve production"),
         runs_after="old",
         approvals=("reject",),
+        tag_after="old",
     ),
 }
 
@@ -287,10 +331,18 @@ def test_enter_environment(case: Case, tmp_path: Path) -> None:
     drivers = {e.name: FakeDriver(e.name, None) for e in pipeline.environments}
     drivers[case.environment] = FakeDriver(case.environment, runs[case.runs])
     passed = {"kind": "integration", "digest": NEW, "environment": "integration", "passed": True}
-    registry = FakeRegistry(evidence=[{**passed, "payload": {}}])
-    steps = FakeSteps(pipeline, drivers, registry, answer=case.answer, checks_fail=case.checks_fail)
-    record = ReleaseRecord(release=new)
     env = pipeline.environment(case.environment)
+    tags = {env.tag: OLD} if case.runs == "old" else {}
+    registry = FakeRegistry(tags=tags, evidence=[{**passed, "payload": {}}])
+    steps = FakeSteps(
+        pipeline,
+        drivers,
+        registry,
+        answer=case.answer,
+        checks_fail=case.checks_fail,
+        fault=case.fault,
+    )
+    record = ReleaseRecord(release=new)
     if case.raises is None:
         enter_environment(steps, pipeline, env, new, record, Timeline())
     else:
@@ -299,6 +351,7 @@ def test_enter_environment(case: Case, tmp_path: Path) -> None:
     assert tuple(steps.calls) == case.calls
     assert drivers[case.environment].current == runs[case.runs_after]
     assert tuple(a.decision for a in record.approvals) == case.approvals
+    assert registry.tags.get(env.tag) == {"new": NEW, "old": OLD, None: None}[case.tag_after]
 
 
 def test_an_approval_an_earlier_run_recorded_is_not_asked_again(tmp_path: Path) -> None:
