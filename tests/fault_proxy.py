@@ -29,10 +29,14 @@ class Fault:
     status: int = 503
     cut_after: int = 0
     times: int | None = None
+    # Every one of these must be in the request body (read whole, by its Content-Length).
+    body_contains: tuple[bytes, ...] = ()
     hits: int = 0
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, body: bytes | None = None) -> bool:
         if self.times is not None and self.hits >= self.times:
+            return False
+        if self.body_contains and (body is None or not all(b in body for b in self.body_contains)):
             return False
         return method == self.method and re.search(self.path, path) is not None
 
@@ -91,13 +95,17 @@ class FaultProxy:
                 return
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
-    def _pick(self, method: str, path: str) -> Fault | None:
+    def _pick(self, method: str, path: str, body: bytes | None) -> Fault | None:
         with self._lock:
             for fault in self.faults:
-                if fault.matches(method, path):
+                if fault.matches(method, path, body):
                     fault.hits += 1
                     return fault
         return None
+
+    def _wants_body(self, method: str) -> bool:
+        with self._lock:
+            return any(f.body_contains and f.method == method for f in self.faults)
 
     def _serve(self, client: socket.socket) -> None:
         client.settimeout(_IO_TIMEOUT_S)
@@ -107,7 +115,10 @@ class FaultProxy:
                 return
             request_line, *headers = head.split(b"\r\n")
             method, path, _ = request_line.decode("latin-1").split(" ", 2)
-            fault = self._pick(method, path)
+            body = None
+            if self._wants_body(method):
+                rest = body = _read_body(client, headers, rest)
+            fault = self._pick(method, path, body)
             with self._lock:
                 self.seen.append((method, path, fault.kind if fault else "pass"))
             if fault is not None and fault.kind == "status":
@@ -143,6 +154,21 @@ def _read_head(sock: socket.socket) -> tuple[bytes | None, bytes]:
         data += chunk
     head, rest = data.split(b"\r\n\r\n", 1)
     return head, rest
+
+
+def _read_body(sock: socket.socket, headers: list[bytes], first: bytes) -> bytes:
+    length = 0
+    for header in headers:
+        name, _, value = header.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    data = first
+    while len(data) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _pump(src: socket.socket, dst: socket.socket, first: bytes) -> None:
