@@ -12,15 +12,43 @@ from conveyor.drivers.base import DeployedState
 from conveyor.errors import PlacementViolation
 from conveyor.preflight.vsphere import check_placement
 from conveyor.probe import CheckResult, run_http_checks, run_test_command, wait_healthy
-from conveyor.release import Verification
+from conveyor.release import Release, Verification
 
 PLACEMENT = "placement over ESXi hosts"
 
 
-def run_checks(connections: Connections, env: EnvironmentConfig) -> list[CheckResult]:
-    """What runs in ``env`` now, checked: every result, passed or not."""
+RELEASE = "runs the release"
+
+
+def release_checks(state: DeployedState, release: Release) -> list[CheckResult]:
+    """A failed check for every instance that runs another image than ``release``.
+
+    What a cluster lists is not what the release is: during a stuck rollout, or after
+    someone's manual deploy, an instance of another release would answer the checks.
+    """
+    return [
+        CheckResult(
+            f"{RELEASE} @ {i.url}",
+            False,
+            f"{i.url} on {i.agent or i.host} runs {i.digest or 'an image nobody can name'}, "
+            f"not {release.version} ({release.digest})",
+            0.0,
+        )
+        for i in state.instances
+        if i.digest != release.digest
+    ]
+
+
+def run_checks(
+    connections: Connections, env: EnvironmentConfig, release: Release
+) -> list[CheckResult]:
+    """What runs in ``env`` now, checked: every result, passed or not. The checks go to
+    the instances of ``release`` only; any other instance is a failed check naming it."""
     state = connections.driver(env).status()
-    urls = [i.url for i in state.instances]
+    results = release_checks(state, release)
+    urls = [i.url for i in state.instances if i.digest == release.digest]
+    if not urls:
+        return results or [CheckResult(RELEASE, False, f"nothing runs in {env.name}", 0.0)]
     http = connections.http()
     wait_healthy(
         http,
@@ -30,7 +58,6 @@ def run_checks(connections: Connections, env: EnvironmentConfig) -> list[CheckRe
         env.health.timeout_s,
         env.health.interval_s,
     )
-    results: list[CheckResult] = []
     for url in urls:
         for result in run_http_checks(http, url, env.tests.http):
             name = result.name if len(urls) == 1 else f"{result.name} @ {url}"

@@ -14,7 +14,7 @@ from tasks.runtime import connections, logger, pipeline_task
 @pipeline_task("verify", retries=1)
 def run_checks(pipeline: Pipeline, env: EnvironmentConfig, release: Release) -> Verification:
     with connections(pipeline) as c:
-        results = verification.run_checks(c, env)
+        results = verification.run_checks(c, env, release)
         for r in results:
             if not r.passed:
                 logger().error("check failed in %s: %s: %s", env.name, r.name, r.detail)

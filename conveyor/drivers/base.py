@@ -28,6 +28,9 @@ class Instance:
     healthy: bool
     # Where it runs (a Mesos agent's hostname, a container id): for placement checks.
     agent: str | None = None
+    # The image digest this instance runs, when the driver can tell (verification
+    # checks only instances of the release it verifies).
+    digest: str | None = None
 
     @property
     def url(self) -> str:

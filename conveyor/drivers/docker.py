@@ -156,7 +156,9 @@ class DockerDriver:
             environment=self.environment,
             digest=digest,
             version=current.labels.get("conveyor.version"),
-            instances=(Instance(self.config.host, port, healthy, agent=current.short_id),),
+            instances=(
+                Instance(self.config.host, port, healthy, agent=current.short_id, digest=digest),
+            ),
             previous_digest=previous_digest,
             detail=detail,
         )

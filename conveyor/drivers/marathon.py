@@ -63,6 +63,8 @@ class MarathonDriver:
         self._template = load_template(config.app_template)
         self._clock = clock
         self._sleep = sleep
+        # An app version's definition never changes: its digest is looked up once.
+        self._version_digests: dict[str, str | None] = {}
         self._verify = tls_verify(config.verify_tls, config.ca_bundle)
         self._transport = transport
         self.auth = auth
@@ -97,7 +99,7 @@ class MarathonDriver:
             environment=self.environment,
             digest=digest_of(app),
             version=(app.get("labels") or {}).get("conveyor.version"),
-            instances=tuple(instance_of(t, checked) for t in tasks),
+            instances=tuple(instance_of(t, checked, self._task_digest(app, t)) for t in tasks),
             previous_digest=previous_digest,
             detail={
                 "app_id": self.app_id,
@@ -105,6 +107,20 @@ class MarathonDriver:
                 "version": str(app.get("version", "")),
             },
         )
+
+    def _task_digest(self, app: dict[str, Any], task: dict[str, Any]) -> str | None:
+        """The digest a task runs: its own config version's, which is the app's unless the
+        task was launched before the last config change (a rollout under way, or one stuck)."""
+        target = str(
+            (app.get("versionInfo") or {}).get("lastConfigChangeAt") or app.get("version") or ""
+        )
+        version = str(task.get("version") or "")
+        if not version or version >= target:
+            return digest_of(app)
+        if version not in self._version_digests:
+            definition = self.client.app_version(self.app_id, version)
+            self._version_digests[version] = digest_of(definition)
+        return self._version_digests[version]
 
     def _previous(self, app: dict[str, Any]) -> dict[str, Any] | None:
         """The newest earlier definition that ran another image."""

@@ -140,7 +140,7 @@ def task_problem(task: dict[str, Any]) -> str:
     return f"{where}: no passing health check yet"
 
 
-def instance_of(task: dict[str, Any], checked: bool) -> Instance:
+def instance_of(task: dict[str, Any], checked: bool, digest: str | None = None) -> Instance:
     addresses = [a.get("ipAddress") for a in task.get("ipAddresses") or [] if a.get("ipAddress")]
     ports = task.get("ports") or [0]
     return Instance(
@@ -148,6 +148,7 @@ def instance_of(task: dict[str, Any], checked: bool) -> Instance:
         port=int(ports[0]),
         healthy=task_healthy(task, checked),
         agent=str(task.get("host")) if task.get("host") else None,
+        digest=digest,
     )
 
 
