@@ -84,8 +84,11 @@ class ApprovalConfig(StrictModel):
                     "identity: signed needs a 'key' for every approver; missing for "
                     + ", ".join(keyless)
                 )
-        if self.remind_every is not None and self.remind_every <= dt.timedelta(0):
-            raise ValueError("remind_every must be positive")
+        if self.remind_every is not None and self.remind_every < dt.timedelta(seconds=10):
+            # Reminders are Prefect automations, whose proactive triggers wait 10 s at least.
+            raise ValueError("remind_every must be at least 10s")
+        if self.remind_every is not None and self.notify is None:
+            raise ValueError("remind_every needs notify: {block: NAME} to remind through")
         return self
 
 
