@@ -125,8 +125,8 @@ def ensure_reminders(
     for k in range(1, count + 1):
         wanted = _automation(app, environment, block_id, every, k)
         try:
-            Automation.read(name=wanted.name)
+            Automation.read(name=wanted.name)  # type: ignore[unused-coroutine]
         except ValueError:
-            wanted.create()  # type: ignore[unused-coroutine]
+            wanted.create()
             logger().info("created automation %r", wanted.name)
     return count

@@ -66,7 +66,11 @@ def test_waiting_reminders_and_decision_reach_the_webhook(stack: Stack, receiver
     url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
     with temporary_settings({PREFECT_API_URL: stack.prefect.api_url}):
         CustomWebhookNotificationBlock(
-            name="conveyor", url=url, json_data={"subject": "{{subject}}", "body": "{{body}}"}
+            name="conveyor",
+            url=url,
+            json_data={"subject": "{{subject}}", "body": "{{body}}"},
+            headers=None,
+            cookies=None,
         ).save("approvals-hook", overwrite=True)
         config = NotifyConfig(block="approvals-hook")
         # Prefect's shortest proactive window is 10 s.
