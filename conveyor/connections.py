@@ -34,6 +34,7 @@ from conveyor.errors import ConfigError, SecretNotFound
 if TYPE_CHECKING:
     import docker
 
+    from conveyor.clients.trivy import Trivy
     from conveyor.promotion import ManifestLocker
 
 SecretResolver = Callable[[SecretRef], SecretStr]
@@ -171,6 +172,12 @@ class Connections:
     def docker(self, host: str | None = None) -> docker.DockerClient:
         """The Docker Engine at ``host`` (the environment's default when None)."""
         return self._once(("docker", host or ""), lambda: connect(host))
+
+    def trivy(self) -> Trivy:
+        """The scanner the pipeline's scan policy describes (its DB cache, its timeout)."""
+        from conveyor.scan_policy import trivy_for
+
+        return self._once(("trivy",), lambda: trivy_for(self.pipeline.scan))
 
     def http(self) -> httpx.Client:
         """The plain HTTP client of health probes and checks of the app itself."""
