@@ -12,7 +12,7 @@ from conveyor.evidence import Evidence
 from conveyor.release import ApprovalRecord, Release, utcnow
 
 
-def test_kind(pipeline: Pipeline, environment: str) -> str:
+def results_kind(pipeline: Pipeline, environment: str) -> str:
     """The first environment's tests are integration tests; later ones verify."""
     return "integration" if environment == pipeline.environments[0].name else "verification"
 
@@ -26,7 +26,7 @@ def attach(
 ) -> str:
     """Attach ``payload`` to the release's digest; ``tests`` becomes the environment's kind."""
     if kind == "tests":
-        kind = test_kind(connections.pipeline, environment)
+        kind = results_kind(connections.pipeline, environment)
     return evidence.attach_evidence(
         connections.registry(),
         release.repository,
@@ -40,7 +40,7 @@ def require_proof(
     connections: Connections, release: Release, previous: EnvironmentConfig
 ) -> list[Evidence]:
     """The previous environment's passing results, or ``EvidenceMissing``."""
-    kind = test_kind(connections.pipeline, previous.name)
+    kind = results_kind(connections.pipeline, previous.name)
     return evidence.require_evidence(
         connections.registry(),
         release.repository,

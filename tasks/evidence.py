@@ -22,7 +22,7 @@ def record_evidence(
     digest = proof.attach(c, release, kind, environment, payload)
     logger().info(
         "attached %s evidence of %s to %s as %s",
-        proof.test_kind(c.pipeline, environment) if kind == "tests" else kind,
+        proof.results_kind(c.pipeline, environment) if kind == "tests" else kind,
         environment,
         release.short,
         digest[:19],
