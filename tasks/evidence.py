@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor import proof
-from conveyor.approvals.changes import source_payload
+from conveyor.approvals import changes
+from conveyor.approvals.changes import Changes, source_payload
 from conveyor.approvals.verify import require_verified_approval
 from conveyor.clients.git_history import history
 from conveyor.config import EnvironmentConfig, Pipeline
@@ -49,6 +50,22 @@ def record_source(pipeline: Pipeline, release: Release) -> str | None:
         return record_evidence(
             c, release, "source", "build", source_payload(commits, release.revision)
         )
+
+
+@pipeline_task("changes since the running release", retries=3)
+def release_changes(pipeline: Pipeline, release: Release, running_digest: str | None) -> Changes:
+    """What this release changes against the one the environment runs, from the history
+    each build recorded: the request shows it, and its authors may not approve it."""
+    with connections(pipeline) as c:
+        registry, repo = c.registry(), release.repository
+
+        def source(digest: str) -> dict[str, Any] | None:
+            found = read_evidence(registry, repo, digest, ("source",))
+            return found[-1].payload if found else None
+
+        this = source(release.digest)
+        running = source(running_digest) if running_digest else None
+    return changes.release_changes(this, running)
 
 
 @pipeline_task("approval evidence", retries=3)

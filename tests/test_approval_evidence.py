@@ -13,18 +13,20 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conveyor.approvals.changes import release_changes, source_payload
 from conveyor.approvals.policy import Request, Tally, identities, judge
 from conveyor.approvals.record import approval_payload
 from conveyor.approvals.statement import BreakGlass
 from conveyor.approvals.verify import check_approvals, require_verified_approval
 from conveyor.cli.main import app
+from conveyor.clients.git_history import history
 from conveyor.clients.registry import RegistryClient
 from conveyor.config import ApprovalConfig
 from conveyor.errors import ApprovalEvidenceInvalid
 from conveyor.evidence import attach_evidence, read_evidence
 from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
-from tests.approval_support import RUN, Key, make_key, signed
+from tests.approval_support import RUN, Key, git_repo, make_key, signed
 from tests.registry_support import need_registry, push_image, random_layer
 
 pytestmark = pytest.mark.registry
@@ -228,3 +230,26 @@ def test_conveyor_verify_prints_who_approved_and_what_is_wrong(
     unapproved = push_image(client, REPO, None, [random_layer(64)])
     none = runner.invoke(app, ["verify", unapproved, "-p", str(file), "--env", "production"])
     assert none.exit_code == 1 and "no approval evidence for production" in none.output
+
+
+def test_changes_since_the_running_release_come_from_source_evidence(
+    client: RegistryClient, tmp_path: Path
+) -> None:
+    shas = git_repo(
+        tmp_path / "src",
+        [("v1", "carol", "carol@corp.example"), ("fix", "alice", "alice@corp.example")],
+    )
+    digests = []
+    for sha in shas:
+        digest = push_image(client, REPO, None, [random_layer(64)])
+        attach_evidence(
+            client, REPO, digest, "source", source_payload(history(tmp_path / "src", sha), sha)
+        )
+        digests.append(digest)
+
+    def source(digest: str) -> dict[str, Any]:
+        return read_evidence(client, REPO, digest, ("source",))[-1].payload
+
+    found = release_changes(source(digests[1]), source(digests[0]))
+    assert [c.subject for c in found.commits] == ["fix"] and found.since_known
+    assert [c.subject for c in release_changes(source(digests[1]), None).commits] == ["fix", "v1"]

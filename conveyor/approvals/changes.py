@@ -87,3 +87,12 @@ def recorded_history(payload: dict[str, Any]) -> tuple[str | None, list[Commit]]
             continue
     revision = payload.get("revision")
     return (str(revision) if revision else None), commits
+
+
+def release_changes(this: dict[str, Any] | None, running: dict[str, Any] | None) -> Changes:
+    """The commits of a release since the one the environment runs, from their ``source`` evidence."""
+    if this is None:
+        return Changes([], since_known=False)
+    _, commits = recorded_history(this)
+    running_revision = recorded_history(running)[0] if running is not None else None
+    return changes_since(commits, running_revision)
