@@ -1,9 +1,49 @@
 """The one exception tree of conveyor.
 
 Every client translates its transport's or SDK's failures into these classes at a
-single boundary, so tasks decide about retries by class alone: a ``TransientError``
-is worth another try (timeouts, 5xx, a deployment in progress), everything else is
-terminal and its message says why.
+single boundary (one per outside system: ``clients.http.send`` for HTTP peers,
+``clients.docker_engine.engine_errors`` for the Docker Engine, ``clients.vsphere`` for
+pyVmomi, ``clients.trivy`` for the scanner), so tasks decide about retries by class
+alone. Two kinds of ending are kept apart, as Kargo keeps *Failed* apart from
+*Errored*: a ``Verdict`` is the run's outcome (the release was judged and refused),
+every other ``ConveyorError`` is an error of a system or of the input::
+
+    ConveyorError
+    +-- TransientError                 worth another try
+    |   +-- TransportError             peer unreachable or silent
+    |   |   +-- ConnectFailed
+    |   |   +-- RequestTimeout
+    |   +-- ServerError                5xx (``status``)
+    |   +-- Locked                     Marathon's 409 "locked" (``holders``)
+    +-- TerminalError                  retrying cannot help; a person acts on the message
+        +-- ConfigError                a pipeline file or setting (``problems``)
+        +-- SecretNotFound
+        +-- TLSVerificationFailed
+        +-- AuthenticationFailed
+        +-- PermissionDenied
+        +-- NotFound
+        +-- Rejected                   400/422 (``details``)
+        +-- BuildFailed
+        +-- PushFailed
+        +-- ImmutableTagViolation
+        +-- EvidenceMissing
+        +-- ApprovalEvidenceInvalid    (``problems``)
+        +-- SigningFailed
+        +-- FreezeActive               a freeze window holds the environment
+        +-- DeploymentFailed
+        +-- HealthCheckFailed
+        +-- LocalStackFailed
+        +-- Verdict                    the run's outcome, not a system's error
+            +-- ScanBlocked            a blocking finding, or no scan (fails closed)
+            |   +-- VulnDbMissing
+            +-- PreflightFailed        the cluster cannot take the release (``failures``)
+            +-- PlacementViolation
+            +-- IntegrationTestsFailed
+            +-- VerificationFailed
+            +-- ApprovalRejected
+            +-- RolledBack
+
+A ``Verdict`` is terminal too, so ``is_transient`` never retries one.
 """
 
 from __future__ import annotations
@@ -97,19 +137,11 @@ class Locked(TransientError):
         super().__init__(message)
 
 
-# --- pipeline stages -------------------------------------------------------
+# --- pipeline stages: errors of a step -------------------------------------
 
 
 class BuildFailed(TerminalError):
     pass
-
-
-class ScanBlocked(TerminalError):
-    """The scan policy found a blocking finding, or could not scan and fails closed."""
-
-
-class VulnDbMissing(ScanBlocked):
-    """Trivy has no vulnerability database to scan with; the policy says fail or warn."""
 
 
 class PushFailed(TerminalError):
@@ -124,29 +156,11 @@ class EvidenceMissing(TerminalError):
     """The digest lacks the proof a stage requires before it may go on."""
 
 
-class PreflightFailed(TerminalError):
-    def __init__(self, message: str, failures: list[str]) -> None:
-        self.failures = failures
-        super().__init__(message + ("\n  " + "\n  ".join(failures) if failures else ""))
-
-
 class DeploymentFailed(TerminalError):
     pass
 
 
 class HealthCheckFailed(TerminalError):
-    pass
-
-
-class IntegrationTestsFailed(TerminalError):
-    pass
-
-
-class ApprovalRejected(TerminalError):
-    pass
-
-
-class VerificationFailed(TerminalError):
     pass
 
 
@@ -166,16 +180,49 @@ class FreezeActive(TerminalError):
     """The environment is inside a freeze window; only a break-glass promotion goes on."""
 
 
-class RolledBack(TerminalError):
-    """Production failed and was returned to the previous release."""
+class LocalStackFailed(TerminalError):
+    """A local service could not start (port taken, binary missing); the message says what to do."""
 
 
-class PlacementViolation(TerminalError):
+# --- verdicts: the run's outcome --------------------------------------------
+
+
+class Verdict(TerminalError):
+    """The release was judged and refused: the run *failed*, no system *errored*."""
+
+
+class ScanBlocked(Verdict):
+    """The scan policy found a blocking finding, or could not scan and fails closed."""
+
+
+class VulnDbMissing(ScanBlocked):
+    """Trivy has no vulnerability database to scan with; the policy says fail or warn."""
+
+
+class PreflightFailed(Verdict):
+    def __init__(self, message: str, failures: list[str]) -> None:
+        self.failures = failures
+        super().__init__(message + ("\n  " + "\n  ".join(failures) if failures else ""))
+
+
+class PlacementViolation(Verdict):
     pass
 
 
-class LocalStackFailed(TerminalError):
-    """A local service could not start (port taken, binary missing); the message says what to do."""
+class IntegrationTestsFailed(Verdict):
+    pass
+
+
+class VerificationFailed(Verdict):
+    pass
+
+
+class ApprovalRejected(Verdict):
+    pass
+
+
+class RolledBack(Verdict):
+    """Production failed and was returned to the previous release."""
 
 
 def is_transient(exc: BaseException) -> bool:

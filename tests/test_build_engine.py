@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +15,14 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from conveyor.clients.docker_engine import OCI, BuiltImage, DockerEngine
-from conveyor.errors import AuthenticationFailed, BuildFailed, ConnectFailed, TransientError
+from conveyor.clients.docker_engine import OCI, BuiltImage, DockerEngine, connect
+from conveyor.errors import (
+    AuthenticationFailed,
+    BuildFailed,
+    ConnectFailed,
+    RequestTimeout,
+    TransientError,
+)
 from conveyor.localstack.registry import RegistryServer
 from tests.parts import free_port, missing, require_binary
 
@@ -210,3 +218,44 @@ def test_push_to_an_unreachable_registry_is_transient(
     _MADE.append(f"{repo}:nowhere")
     with pytest.raises(ConnectFailed, match="registry unreachable"):
         engine.push(hello[0].id, repo, "nowhere")
+
+
+@pytest.fixture
+def stalling_registry() -> Iterator[str]:
+    """A registry address on 127.0.0.1 that accepts connections and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not done.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    done.set()
+    thread.join(timeout=5)
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def test_push_to_a_stalling_registry_times_out_as_transient(
+    hello: tuple[BuiltImage, list[str]], stalling_registry: str
+) -> None:
+    # The engine waits on the silent registry, so docker-py's read of the push stream
+    # times out inside urllib3 (ReadTimeoutError), past requests' own mapping.
+    client = connect(timeout=3)
+    repo = f"{stalling_registry}/team/hello"
+    _MADE.append(f"{repo}:stalled")
+    try:
+        with pytest.raises(RequestTimeout, match="no answer in time") as info:
+            DockerEngine(client).push(hello[0].id, repo, "stalled")
+    finally:
+        client.close()
+    assert info.value.transient

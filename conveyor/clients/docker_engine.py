@@ -1,9 +1,11 @@
 """Build and push images through the Docker Engine API (an injected ``docker.DockerClient``).
 
-docker-py's exceptions are translated at one boundary, ``_engine_errors``: an engine
-that cannot be reached or does not answer is transient, what it refuses is terminal.
-Build and push report their outcome inside the response stream rather than by HTTP
-status, so each stream is read to the end and its ``error`` becomes a typed error too.
+docker-py's exceptions (and the requests and urllib3 ones it lets through) are
+translated at one boundary, ``engine_errors``, which the docker deploy driver uses too:
+an engine that cannot be reached or does not answer is transient, what it refuses is
+terminal. Build and push report their outcome inside the response stream rather than
+by HTTP status, so each stream is read to the end and its ``error`` becomes a typed
+error too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import IO, Any
 
 import docker
 import requests
+import urllib3.exceptions
 from pydantic import SecretStr
 
 from conveyor.clients import reproducible
@@ -32,6 +35,7 @@ from conveyor.errors import (
     AuthenticationFailed,
     BuildFailed,
     ConnectFailed,
+    ConveyorError,
     NotFound,
     PermissionDenied,
     PushFailed,
@@ -84,26 +88,37 @@ def connect(base_url: str | None = None, timeout: float = 120) -> docker.DockerC
         ) from None
 
 
+def _api_error(what: str, exc: docker.errors.APIError) -> ConveyorError:
+    text = str(exc.explanation or exc)
+    message = f"docker engine: {what}: {text}"
+    status = exc.status_code or 0
+    # A registry's refusal reaches us as text inside whatever status the engine chose.
+    if status == 401 or _AUTH_REFUSED.search(text):
+        return AuthenticationFailed(f"{message} (the registry refused the credentials)")
+    if status == 403 or _ACCESS_DENIED.search(text):
+        return PermissionDenied(message)
+    if status == 404:
+        return NotFound(message)
+    if status >= 500:
+        return ServerError(message, status)
+    return Rejected(message)
+
+
 @contextmanager
-def _engine_errors(what: str) -> Iterator[None]:
-    """The one place docker-py's and requests' exceptions become conveyor errors."""
+def engine_errors(what: str) -> Iterator[None]:
+    """The one place docker-py's, requests' and urllib3's exceptions become conveyor errors.
+
+    urllib3's errors escape requests when docker-py reads a stream straight from the
+    socket: a registry that stalls a push or a pull leaves the engine silent, and the
+    read times out as ``urllib3.exceptions.ReadTimeoutError``.
+    """
     try:
         yield
     except docker.errors.APIError as exc:
-        status = exc.status_code or 0
-        message = f"docker engine: {what}: {exc.explanation or exc}"
-        if status == 401:
-            raise AuthenticationFailed(message) from None
-        if status == 403:
-            raise PermissionDenied(message) from None
-        if status == 404:
-            raise NotFound(message) from None
-        if status >= 500:
-            raise ServerError(message, status) from None
-        raise Rejected(message) from None
-    except requests.exceptions.Timeout as exc:
+        raise _api_error(what, exc) from None
+    except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError) as exc:
         raise RequestTimeout(f"docker engine: {what}: no answer in time ({exc})") from None
-    except requests.exceptions.RequestException as exc:
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
         # Refused connections and streams cut mid-way (ChunkedEncodingError) alike.
         raise ConnectFailed(f"docker engine: {what}: cannot reach the engine ({exc})") from None
     except docker.errors.DockerException as exc:
@@ -179,7 +194,7 @@ class DockerEngine:
         # A dirty tree has no commit that describes it, so nothing to reproduce.
         epoch = commit_epoch(context, None if "-dirty" in version else revision)
         fileobj, dockerfile_name = context_tar(context, dockerfile, mtime=epoch)
-        with fileobj, _engine_errors(f"build of {tag}"):
+        with fileobj, engine_errors(f"build of {tag}"):
             stream = self._client.api.build(
                 fileobj=fileobj,
                 custom_context=True,
@@ -197,7 +212,7 @@ class DockerEngine:
             image_id = self._follow_build(stream, tag, log)
         if epoch is not None:
             image_id = self._reproducible(image_id or tag, tag, epoch)
-        with _engine_errors(f"inspect of {tag}"):
+        with engine_errors(f"inspect of {tag}"):
             info = self._client.api.inspect_image(image_id or tag)
         return BuiltImage(
             id=info["Id"],
@@ -211,7 +226,7 @@ class DockerEngine:
         """Rewrite the image's times to the commit's (see ``reproducible``); its new id."""
         with self.save(image) as saved:
             archive, image_id = reproducible.normalise(saved, epoch, tag)
-        with archive, _engine_errors(f"load of {tag}"):
+        with archive, engine_errors(f"load of {tag}"):
             for chunk in self._client.api.load_image(archive):
                 if isinstance(chunk, dict) and ("error" in chunk or "errorDetail" in chunk):
                     raise BuildFailed(f"load of the reproducible {tag} failed: {chunk}")
@@ -257,7 +272,7 @@ class DockerEngine:
             secret = auth[1].get_secret_value()
             auth_config = {"username": auth[0], "password": secret}
         target = f"{repository_ref}:{tag}"
-        with _engine_errors(f"push of {target}"):
+        with engine_errors(f"push of {target}"):
             self._client.api.tag(image, repository_ref, tag)
             stream = self._client.api.push(
                 repository_ref, tag=tag, stream=True, decode=True, auth_config=auth_config
@@ -304,7 +319,7 @@ class DockerEngine:
         """``docker save`` of one image into a rewound spooled file (for ``publish``)."""
         saved = reproducible.spool()
         try:
-            with _engine_errors(f"save of {image}"):
+            with engine_errors(f"save of {image}"):
                 for chunk in self._client.api.get_image(image):
                     saved.write(chunk)
         except BaseException:
@@ -316,7 +331,7 @@ class DockerEngine:
     def remove_image(self, ref: str) -> None:
         """Remove a local image reference (tests and housekeeping); a missing one is fine."""
         try:
-            with _engine_errors(f"remove {ref}"):
+            with engine_errors(f"remove {ref}"):
                 self._client.api.remove_image(ref, force=True, noprune=False)
         except NotFound:
             return

@@ -12,70 +12,25 @@ new role; the app is stateless by contract, so nothing is lost.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 
 import docker
-import docker.errors
 import httpx
-import requests.exceptions
 from docker.models.containers import Container
 
+from conveyor.clients.docker_engine import engine_errors
 from conveyor.clients.http import send
 from conveyor.config.drivers import DockerDriverConfig
 from conveyor.config.environment import HealthConfig
 from conveyor.drivers.base import DeployedState, DeployOutcome, Instance, Progress, no_progress
-from conveyor.errors import (
-    AuthenticationFailed,
-    ConnectFailed,
-    ConveyorError,
-    DeploymentFailed,
-    HealthCheckFailed,
-    ServerError,
-)
+from conveyor.errors import ConveyorError, DeploymentFailed, HealthCheckFailed
+from conveyor.net import free_port, port_free
 from conveyor.probe import wait_healthy
 from conveyor.release import Release
 
 CURRENT, PREVIOUS, CANDIDATE = "current", "previous", "candidate"
 STOP_TIMEOUT_S = 10
 STATUS_PROBE_TIMEOUT_S = 2.0
-
-
-@contextmanager
-def _docker_errors(what: str) -> Iterator[None]:
-    """The one place where the Docker SDK's failures become conveyor errors."""
-    try:
-        yield
-    except docker.errors.NotFound as exc:
-        raise DeploymentFailed(f"{what}: not found ({exc.explanation})") from None
-    except docker.errors.APIError as exc:
-        text = str(exc.explanation or exc)
-        if "unauthorized" in text or "authentication required" in text or "denied" in text:
-            raise AuthenticationFailed(f"{what}: the registry refused the credentials") from None
-        status = exc.response.status_code if exc.response is not None else 0
-        if status >= 500:
-            raise ServerError(f"{what}: {text}", status) from None
-        raise DeploymentFailed(f"{what}: {text}") from None
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise ConnectFailed(f"{what}: Docker Engine unreachable ({exc})") from None
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        # Connections the old release closed linger in TIME_WAIT; only a listener counts.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class DockerDriver:
@@ -113,7 +68,7 @@ class DockerDriver:
             f"conveyor.environment={self.environment}",
             f"conveyor.role={role}",
         ]
-        with _docker_errors(f"{self.environment}: list containers"):
+        with engine_errors(f"{self.environment}: list containers"):
             found = self.client.containers.list(all=True, filters={"label": labels})
         # Newest first: after a crash mid-deploy, the latest one is what ran last.
         return sorted(found, key=lambda c: c.attrs.get("Created", ""), reverse=True)
@@ -126,7 +81,7 @@ class DockerDriver:
     def _verified_digest(self, container: Container) -> tuple[str | None, str]:
         """The label's digest if the container's image really has it, and a remark."""
         digest = container.labels.get("conveyor.digest")
-        with _docker_errors(f"{self.environment}: inspect image of {container.name}"):
+        with engine_errors(f"{self.environment}: inspect image of {container.name}"):
             repo_digests = container.image.attrs.get("RepoDigests") or []
         if digest and any(d.endswith("@" + digest) for d in repo_digests):
             return digest, ""
@@ -184,18 +139,18 @@ class DockerDriver:
         return f"conveyor-{self.app}-{self.environment}-{role}-{digest[7:19]}"
 
     def _remove(self, container: Container) -> None:
-        with _docker_errors(f"{self.environment}: remove {container.name}"):
+        with engine_errors(f"{self.environment}: remove {container.name}"):
             container.remove(force=True)
 
     def _stop(self, container: Container) -> None:
-        with _docker_errors(f"{self.environment}: stop {container.name}"):
+        with engine_errors(f"{self.environment}: stop {container.name}"):
             container.stop(timeout=STOP_TIMEOUT_S)
 
     def _create(
         self, image: str, digest: str, version: str, role: str, port: int, start: bool
     ) -> Container:
         name = self._name(role, digest)
-        with _docker_errors(f"{self.environment}: create {name}"):
+        with engine_errors(f"{self.environment}: create {name}"):
             # A leftover of an interrupted run under the same name is ours: replace it.
             for stale in self.client.containers.list(all=True, filters={"name": f"^/{name}$"}):
                 stale.remove(force=True)
@@ -225,7 +180,7 @@ class DockerDriver:
     def _recreate(self, container: Container, role: str, start: bool) -> Container:
         """The same release as ``container`` under another role; the old one goes."""
         labels = container.labels
-        with _docker_errors(f"{self.environment}: read image of {container.name}"):
+        with engine_errors(f"{self.environment}: read image of {container.name}"):
             image = container.image.id
         self._remove(container)
         return self._create(
@@ -238,7 +193,7 @@ class DockerDriver:
         )
 
     def _logs(self, container: Container) -> str:
-        with suppress(docker.errors.DockerException, requests.exceptions.RequestException):
+        with suppress(ConveyorError), engine_errors(f"logs of {container.name}"):
             container.reload()
             tail = container.logs(tail=10).decode(errors="replace").strip()
             return f" [container {container.status}; last log lines: {tail or '(none)'}]"
@@ -258,7 +213,7 @@ class DockerDriver:
             raise HealthCheckFailed(f"{exc}{self._logs(container)}") from None
 
     def _require_free(self, port: int, what: str) -> None:
-        if not _port_free(self.config.host, port):
+        if not port_free(self.config.host, port):
             raise DeploymentFailed(
                 f"{self.environment}: port {self.config.host}:{port} for the {what} is taken "
                 "by another process; stop it or change the environment's port"
@@ -268,7 +223,7 @@ class DockerDriver:
 
     def _pull(self, release: Release, progress: Progress) -> str:
         progress(f"{self.environment}: pulling {release.image}")
-        with _docker_errors(f"{self.environment}: pull {release.image}"):
+        with engine_errors(f"{self.environment}: pull {release.image}"):
             image = self.client.images.pull(release.image, auth_config=self._auth)
         if not any(d.endswith("@" + release.digest) for d in image.attrs.get("RepoDigests", [])):
             raise DeploymentFailed(f"{release.image}: pulled image does not carry that digest")
@@ -278,9 +233,9 @@ class DockerDriver:
         host, port = self.config.host, self.config.port
         if self.config.candidate_port is not None:
             return self.config.candidate_port
-        if port < 65535 and _port_free(host, port + 1):
+        if port < 65535 and port_free(host, port + 1):
             return port + 1
-        return _free_port(host)
+        return free_port(host)
 
     def _try_candidate(self, image: str, release: Release, progress: Progress) -> None:
         port = self._candidate_port()
@@ -317,7 +272,7 @@ class DockerDriver:
                 self._stop(keep)
             self._require_free(self.config.port, "release")
             progress(f"{self.environment}: starting {version} on port {self.config.port}")
-            with _docker_errors(f"{self.environment}: start {new.name}"):
+            with engine_errors(f"{self.environment}: start {new.name}"):
                 new.start()
             self._wait(new, self.config.port)
         except ConveyorError as exc:
@@ -351,7 +306,7 @@ class DockerDriver:
             return "there was nothing to restore"
         version = old.labels.get("conveyor.version")
         progress(f"{self.environment}: restoring {version}")
-        with _docker_errors(f"{self.environment}: restart {old.name}"):
+        with engine_errors(f"{self.environment}: restart {old.name}"):
             old.start()
         try:
             self._wait(old, self.config.port)
@@ -386,7 +341,7 @@ class DockerDriver:
         if digest is None:
             raise DeploymentFailed(f"{self.environment}: cannot roll back: {remark}")
         version = previous.labels.get("conveyor.version", "?")
-        with _docker_errors(f"{self.environment}: read image of {previous.name}"):
+        with engine_errors(f"{self.environment}: read image of {previous.name}"):
             image = str(previous.image.id)
         progress(f"{self.environment}: rolling back to {version} ({digest[7:19]})")
         self._cut_over(image, digest, version, progress)

@@ -11,13 +11,13 @@ import contextlib
 import os
 import pwd
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from conveyor.errors import LocalStackFailed
+from conveyor.net import port_free
 
 
 def _reap(pid: int) -> None:
@@ -109,14 +109,7 @@ def stop(pid: int, timeout: float = 20.0) -> None:
 
 def listening(host: str, port: int) -> bool:
     """True when something accepts connections, or holds a bind, on ``host:port``."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
+    return not port_free(host, port)
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path | None) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -22,6 +21,7 @@ import yaml
 from pydantic import SecretStr
 
 from conveyor.errors import ConfigError, TerminalError
+from conveyor.net import free_port
 
 BINARY = "docker-registry"
 
@@ -63,12 +63,6 @@ class UploadPurging:
         }
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def _bcrypt_htpasswd(path: Path, user: str, password: SecretStr) -> None:
     """Write a bcrypt htpasswd file; distribution accepts no other hash."""
     tool = shutil.which("htpasswd")
@@ -106,7 +100,7 @@ class RegistryServer:
             raise ConfigError("registry", ["choose htpasswd or token auth, not both"])
         self.root = Path(root)
         self.host = host
-        self.port = port if port is not None else _free_port(host)
+        self.port = port if port is not None else free_port(host)
         self.htpasswd = htpasswd
         self.tls = tls
         if isinstance(token_auth, tuple):

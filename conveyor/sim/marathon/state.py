@@ -6,12 +6,12 @@ like a Marathon whose ZooKeeper was wiped.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from conveyor.net import port_free
 from conveyor.sim.marathon.launchqueue import LaunchStats
 from conveyor.sim.marathon.model import App, new_id, now_iso
 
@@ -255,13 +255,7 @@ class AppRecord:
 
 def port_is_free(port: int) -> bool:
     """True when nothing on this host listens on 127.0.0.1:port (other tools share the host)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((REACHABLE_ADDRESS, port))
-        except OSError:
-            return False
-    return True
+    return port_free(REACHABLE_ADDRESS, port)
 
 
 class Cluster:
