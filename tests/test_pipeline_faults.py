@@ -1,6 +1,7 @@
 """Outside systems failing at the worst moment, on the real parts: a registry that
 refuses the production test evidence right after a healthy deploy (a fault-injecting
-proxy of the test's own on 127.0.0.1 in front of the real registry)."""
+proxy of the test's own on 127.0.0.1 in front of the real registry), and a vCenter
+that is down when production's pre-flight asks it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pydantic import SecretStr
 
 from conveyor.clients.registry import RegistryClient
 from tests.fault_proxy import Fault, FaultProxy
+from tests.parts import free_port
 from tests.pipeline_support import (
+    PASSWORD_ENV,
     USER,
     App,
     Stack,
@@ -74,3 +77,36 @@ def test_evidence_the_registry_refuses_after_a_healthy_deploy_errors_without_rol
         assert flow.wait(180) == 0, flow.output[-3000:]
         assert app.current("production").id == container
         assert any(kind == "pass" and method == "PUT" for method, _, kind in proxy.seen)
+
+
+def test_a_vcenter_that_is_down_leaves_the_production_tag_on_what_production_runs(
+    stack: Stack, app: App, tmp_path: Path
+) -> None:
+    first = pipeline_data(app)
+    flow = start_ship(
+        stack, write_pipeline(tmp_path / "v1.yaml", first), tmp_path / "v1.log", "--auto-approve"
+    )
+    assert flow.wait(180) == 0, flow.output[-3000:]
+    v1_digest = app.current("production").labels["conveyor.digest"]
+    assert _tag(stack, app.repository, "production-ready") == v1_digest
+
+    app.commit("v2")
+    second = pipeline_data(app, ports=drivers(first))
+    # vCenter is down: nothing listens on its port.
+    second["environments"][1]["preflight"] = {
+        "vsphere": {
+            "url": f"https://127.0.0.1:{free_port()}/sdk",
+            "username": "administrator@vsphere.local",
+            "password": {"env": PASSWORD_ENV},
+            "cluster": "dcos-production",
+            "request_timeout_s": 2,
+        }
+    }
+    pipeline = write_pipeline(tmp_path / "v2.yaml", second)
+    flow = start_ship(stack, pipeline, tmp_path / "v2.log", "--auto-approve")
+    assert flow.wait(240) != 0
+    run_id = stack.api.runs_of(pipeline)[-1]["id"]
+    final = stack.api.wait_state(run_id, ENDED, timeout=30)
+    assert final["type"] == "FAILED", final
+    assert app.current("production").labels["conveyor.digest"] == v1_digest
+    assert _tag(stack, app.repository, "production-ready") == v1_digest
