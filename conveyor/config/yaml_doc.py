@@ -38,6 +38,13 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth = 0
         self._aliases = 0
 
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        # The scanner looks ahead up to 1,024 characters for a possible key, once per
+        # open bracket, before the composer sees any depth: refuse deep flow here.
+        if self.flow_level >= MAX_DEPTH:
+            raise DocumentRefused(f"nested deeper than {MAX_DEPTH} levels (line {self.line + 1})")
+        super().fetch_flow_collection_start(TokenClass)
+
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(yaml.AliasEvent):
             self._aliases += 1
