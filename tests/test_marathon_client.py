@@ -62,7 +62,7 @@ def test_503_is_retried_a_bounded_number_of_times() -> None:
         )
 
     c = client_for(httpx.MockTransport(leader_change))
-    assert c.put_app("/hello", APP)["deploymentId"] == "d1"
+    assert c.put_app("/hello", APP).deployment_id == "d1"
     assert seen == ["/service/marathon/v2/apps/hello"] * 3
 
     seen.clear()

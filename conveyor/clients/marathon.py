@@ -16,12 +16,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
 
 from conveyor.clients.http import error_for_status, send, tls_context, translate_transport_errors
+from conveyor.clients.marathon_model import App, AppVersions, Definition, Deployment, DeploymentRef
 from conveyor.errors import (
     ConveyorError,
     Locked,
@@ -34,6 +36,8 @@ from conveyor.errors import (
 
 SYSTEM = "Marathon"
 RETRY_STATUSES = (502, 503, 504)
+_DEPLOYMENTS = TypeAdapter(list[Deployment])
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class Event:
     """One server-sent event of ``/v2/events``."""
 
     type: str
-    data: dict[str, Any]
+    data: dict[str, object]
 
 
 def tls_verify(verify_tls: bool, ca_bundle: Path | None) -> ssl.SSLContext | bool:
@@ -77,6 +81,17 @@ def _error(response: httpx.Response) -> ConveyorError:
         base = error_for_status(SYSTEM, response, message)
         return Rejected(str(base) + "".join(f"\n  {line}" for line in lines), details)
     return error_for_status(SYSTEM, response, message)
+
+
+def _parse(validate: Callable[[Any], T], method: str, path: str, body: object) -> T:
+    """``body`` as a model; one of another shape is the server's fault (502, retried)."""
+    try:
+        return validate(body)
+    except (ValidationError, TypeError) as exc:
+        detail = str(exc).splitlines()[:3]
+        raise ServerError(
+            f"{SYSTEM}: {method} {path} answered an unexpected body: {' '.join(detail)}", 502
+        ) from None
 
 
 class MarathonClient:
@@ -132,52 +147,58 @@ class MarathonClient:
             self._sleep(self._backoff_s * 2**attempt)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _json(self, method: str, path: str, **kwargs: Any) -> object:
         response = self._request(method, path, **kwargs)
         if not response.content:
             return None
         try:
-            return response.json()
+            body: object = response.json()
         except ValueError:
             raise ServerError(f"{SYSTEM}: {method} {path} did not answer JSON", 502) from None
+        return body
 
-    def app(self, app_id: str, embed: tuple[str, ...] = ()) -> dict[str, Any]:
+    def app(self, app_id: str, embed: tuple[str, ...] = ()) -> App:
         """The app with its status; ``embed`` as in the API (``app.tasks``...)."""
-        body = self._json("GET", _app_path(app_id), params=[("embed", e) for e in embed])
-        return dict(body["app"])
+        path = _app_path(app_id)
+        body = self._json("GET", path, params=[("embed", e) for e in embed])
+        return _parse(App.of, "GET", path, body.get("app") if isinstance(body, dict) else None)
 
-    def find_app(self, app_id: str, embed: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    def find_app(self, app_id: str, embed: tuple[str, ...] = ()) -> App | None:
         """The app, or None when Marathon has no app with this id."""
         try:
             return self.app(app_id, embed)
         except NotFound:
             return None
 
-    def put_app(
-        self, app_id: str, definition: dict[str, Any], force: bool = False
-    ) -> dict[str, Any]:
-        """Create or replace the app; returns ``{"deploymentId", "version"}``."""
+    def put_app(self, app_id: str, definition: Definition, force: bool = False) -> DeploymentRef:
+        """Create or replace the app; the answer names the deployment and the new version."""
         params = {"force": "true"} if force else {}
-        return dict(self._json("PUT", _app_path(app_id), json=definition, params=params))
+        path = _app_path(app_id)
+        body = self._json("PUT", path, json=definition, params=params)
+        return _parse(DeploymentRef.model_validate, "PUT", path, body)
 
     def versions(self, app_id: str) -> list[str]:
         """The app's versions, newest first."""
-        return [str(v) for v in self._json("GET", _app_path(app_id) + "/versions")["versions"]]
+        path = _app_path(app_id) + "/versions"
+        return _parse(AppVersions.model_validate, "GET", path, self._json("GET", path)).versions
 
-    def app_version(self, app_id: str, version: str) -> dict[str, Any]:
+    def app_version(self, app_id: str, version: str) -> App:
         path = _app_path(app_id) + "/versions/" + quote(version, safe="")
-        return dict(self._json("GET", path))
+        return _parse(App.of, "GET", path, self._json("GET", path))
 
-    def deployments(self) -> list[dict[str, Any]]:
-        return list(self._json("GET", "/v2/deployments"))
+    def deployments(self) -> list[Deployment]:
+        path = "/v2/deployments"
+        return _parse(_DEPLOYMENTS.validate_python, "GET", path, self._json("GET", path))
 
-    def delete_deployment(self, deployment_id: str, force: bool = False) -> dict[str, Any] | None:
+    def delete_deployment(self, deployment_id: str, force: bool = False) -> DeploymentRef | None:
         """Without force Marathon rolls the deployment back (a new deployment, returned)."""
         params = {"force": "true"} if force else {}
         path = "/v2/deployments/" + quote(deployment_id, safe="")
         # Not repeated after a timeout: a second revert could undo the first.
         body = self._json("DELETE", path, params=params, retry_timeouts=False)
-        return dict(body) if isinstance(body, dict) else None
+        if not isinstance(body, dict) or "deploymentId" not in body:
+            return None
+        return _parse(DeploymentRef.model_validate, "DELETE", path, body)
 
     @contextmanager
     def events(

@@ -14,18 +14,22 @@ import difflib
 import json
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 
 from conveyor.clients.dcos import DcosClient
 from conveyor.clients.marathon import EventWatch, MarathonClient, tls_verify
+from conveyor.clients.marathon_model import (
+    LABEL_VERSION,
+    App,
+    Definition,
+    Deployment,
+    DeploymentRef,
+)
 from conveyor.config.drivers import MarathonDriverConfig
 from conveyor.drivers.base import DeployedState, DeployOutcome, Progress, no_progress
 from conveyor.drivers.marathon_app import (
     assess,
-    digest_of,
-    image_of,
     instance_of,
     load_template,
     normalise,
@@ -90,57 +94,51 @@ class MarathonDriver:
         app = self.client.find_app(self.app_id, TASK_EMBED)
         if app is None:
             return DeployedState(environment=self.environment, digest=None, version=None)
-        return self._state(app, digest_of(self._previous(app) or {}))
+        return self._state(app, self._previous_digest(app))
 
-    def _state(self, app: dict[str, Any], previous_digest: str | None) -> DeployedState:
-        checked = bool(app.get("healthChecks"))
-        tasks = [t for t in app.get("tasks") or [] if isinstance(t, dict)]
+    def _previous_digest(self, app: App) -> str | None:
+        previous = self._previous(app)
+        return previous.digest if previous else None
+
+    def _state(self, app: App, previous_digest: str | None) -> DeployedState:
+        checked = bool(app.health_checks)
         return DeployedState(
             environment=self.environment,
-            digest=digest_of(app),
-            version=(app.get("labels") or {}).get("conveyor.version"),
-            instances=tuple(instance_of(t, checked, self._task_digest(app, t)) for t in tasks),
+            digest=app.digest,
+            version=app.labels.get(LABEL_VERSION),
+            instances=tuple(
+                instance_of(t, checked, self._task_digest(app, t.version)) for t in app.tasks
+            ),
             previous_digest=previous_digest,
-            detail={
-                "app_id": self.app_id,
-                "image": image_of(app) or "",
-                "version": str(app.get("version", "")),
-            },
+            detail={"app_id": self.app_id, "image": app.image or "", "version": app.version},
         )
 
-    def _task_digest(self, app: dict[str, Any], task: dict[str, Any]) -> str | None:
-        """The digest a task runs: its own config version's, which is the app's unless the
-        task was launched before the last config change (a rollout under way, or one stuck)."""
-        target = str(
-            (app.get("versionInfo") or {}).get("lastConfigChangeAt") or app.get("version") or ""
-        )
-        version = str(task.get("version") or "")
-        if not version or version >= target:
-            return digest_of(app)
+    def _task_digest(self, app: App, version: str) -> str | None:
+        """The digest a task of ``version`` runs: its own config version's, which is the
+        app's unless the task was launched before the last config change (a rollout under
+        way, or one stuck)."""
+        if not version or version >= app.config_version:
+            return app.digest
         if version not in self._version_digests:
-            definition = self.client.app_version(self.app_id, version)
-            self._version_digests[version] = digest_of(definition)
+            self._version_digests[version] = self.client.app_version(self.app_id, version).digest
         return self._version_digests[version]
 
-    def _previous(self, app: dict[str, Any]) -> dict[str, Any] | None:
+    def _previous(self, app: App) -> App | None:
         """The newest earlier definition that ran another image."""
-        current = image_of(app)
         for version in self.client.versions(self.app_id)[:MAX_VERSIONS]:
             definition = self.client.app_version(self.app_id, version)
-            if image_of(definition) != current:
+            if definition.image != app.image:
                 return definition
         return None
 
     def plan(self, release: Release) -> str:
         desired = render(self._template, self.app_id, release)
         current = self.client.find_app(self.app_id)
-        before = normalise(current) if current else {}
+        before = normalise(current.definition()) if current else {}
         after = overlay(before, desired) if current else desired
         if before == after:
             return f"no changes: {self.app_id} already runs {release.image}"
-        running = (
-            f"{self.app_id} running version {current.get('version')}" if current else "/dev/null"
-        )
+        running = f"{self.app_id} running version {current.version}" if current else "/dev/null"
         lines = difflib.unified_diff(
             json.dumps(before, indent=2, sort_keys=True).splitlines() if current else [],
             json.dumps(after, indent=2, sort_keys=True).splitlines(),
@@ -155,21 +153,20 @@ class MarathonDriver:
     def deploy(self, release: Release, progress: Progress = no_progress) -> DeployOutcome:
         desired = render(self._template, self.app_id, release)
         current = self.client.find_app(self.app_id, TASK_EMBED)
-        if current is not None and overlay(normalise(current), desired) == normalise(current):
+        previous = normalise(current.definition()) if current else None
+        if previous is not None and overlay(previous, desired) == previous:
             return self._settle(release, progress)
-        previous = normalise(current) if current else None
         progress(f"{self.environment}: deploying {release.image} to {self.app_id}")
-        result = self._put(desired, progress)
-        deployment = str(result["deploymentId"])
+        deployment = self._put(desired, progress).deployment_id
         deadline = self._clock() + self.config.deploy_timeout_s
-        seen: list[dict[str, Any]] = []
+        seen: list[App] = []
         if not self._wait_until(self._rolled_out({deployment}, seen=seen), deadline, progress):
             self._fail(release, {deployment}, previous, progress)
         # The app read that proved the rollout is the state: no second round of reads
         # delays the flow's next task.
-        before = digest_of(current) if current else None
+        before = current.digest if current else None
         if before == release.digest and current is not None:
-            before = digest_of(self._previous(current) or {})
+            before = self._previous_digest(current)
         state = self._state(seen[-1], before)
         return DeployOutcome(
             state, True, f"{self.app_id} runs {release.version} ({release.short}) healthy"
@@ -182,11 +179,9 @@ class MarathonDriver:
         if pending or not self._rolled_out(set())()[0]:
             progress(f"{self.app_id} already has {release.short}; waiting until it is healthy")
             if not self._wait_until(self._rolled_out(pending), deadline, progress):
-                app = self.client.find_app(self.app_id, TASK_EMBED) or {}
-                raise DeploymentFailed(
-                    f"{self.environment}: {self.app_id} has {release.image} but did not become "
-                    f"healthy within {self.config.deploy_timeout_s:g}s"
-                    + "".join(f"\n  {p}" for p in assess(app).problems)
+                raise self._unhealthy(
+                    f"{self.app_id} has {release.image} but did not become healthy within "
+                    f"{self.config.deploy_timeout_s:g}s"
                 )
         return DeployOutcome(
             self.status(), False, f"{self.app_id} already runs {release.short} healthy"
@@ -200,31 +195,29 @@ class MarathonDriver:
                 f"{self.environment}: {self.app_id} has no earlier version with another image "
                 f"(looked at the newest {MAX_VERSIONS}); nothing to roll back to"
             )
-        progress(f"{self.environment}: rolling {self.app_id} back to {image_of(target)}")
-        result = self._put(normalise(target), progress)
+        progress(f"{self.environment}: rolling {self.app_id} back to {target.image}")
+        result = self._put(normalise(target.definition()), progress)
         deadline = self._clock() + self.config.rollback_timeout_s
-        if not self._wait_until(
-            self._rolled_out({str(result["deploymentId"])}), deadline, progress
-        ):
-            app = self.client.find_app(self.app_id, TASK_EMBED) or {}
-            raise DeploymentFailed(
-                f"{self.environment}: rollback of {self.app_id} to {image_of(target)} not healthy "
+        if not self._wait_until(self._rolled_out({result.deployment_id}), deadline, progress):
+            raise self._unhealthy(
+                f"rollback of {self.app_id} to {target.image} not healthy "
                 f"within {self.config.rollback_timeout_s:g}s"
-                + "".join(f"\n  {p}" for p in assess(app).problems)
             )
-        return DeployOutcome(
-            self.status(), True, f"{self.app_id} rolled back to {image_of(target)}"
+        return DeployOutcome(self.status(), True, f"{self.app_id} rolled back to {target.image}")
+
+    def _unhealthy(self, message: str) -> DeploymentFailed:
+        """``message`` with every problem Marathon reports for the app's tasks now."""
+        app = self.client.find_app(self.app_id, TASK_EMBED)
+        problems = assess(app).problems if app else ()
+        return DeploymentFailed(
+            f"{self.environment}: {message}" + "".join(f"\n  {p}" for p in problems)
         )
 
     def demand(self) -> Demand:
         """From the app template; counting every instance (not only the over-capacity of a
         rolling upgrade) keeps the check on the safe side."""
-        app = self._template
-        return Demand(
-            instances=int(app.get("instances", 1)),
-            cpus=float(app.get("cpus", 1)),
-            mem_mb=float(app.get("mem", 128)),
-        )
+        app = App.model_validate(self._template)
+        return Demand(instances=app.instances, cpus=app.cpus, mem_mb=app.mem)
 
     def preflight(self, release: Release) -> PreflightReport:
         """The DC/OS cluster's pre-flight for deploying ``release``; changes nothing."""
@@ -237,13 +230,13 @@ class MarathonDriver:
                 timeout=httpx.Timeout(self.config.request_timeout_s),
             )
         current = self.client.find_app(self.app_id, TASK_EMBED)
-        running = len(current.get("tasks") or []) if current else 0
+        running = len(current.tasks) if current else 0
         desired = render(self._template, self.app_id, release)
         return dcos_preflight(self.environment, DcosClient(self._cluster), desired, running)
 
     # --- the pieces -------------------------------------------------------
 
-    def _put(self, definition: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    def _put(self, definition: Definition, progress: Progress) -> DeploymentRef:
         """PUT, waiting out a lock held by other deployments for up to ``lock_wait_s``."""
         deadline = self._clock() + self.config.lock_wait_s
         while True:
@@ -266,16 +259,12 @@ class MarathonDriver:
                 self._wait_until(self._gone(holders), deadline, progress)
 
     def _deployments_of_app(self) -> set[str]:
-        return {
-            str(d.get("id"))
-            for d in self.client.deployments()
-            if self.app_id in [("/" + str(a).strip("/")) for a in d.get("affectedApps") or []]
-        }
+        return {d.id for d in self.client.deployments() if d.affects(self.app_id)}
 
     def _describe(self, ids: set[str]) -> str:
         if not ids:
             return "a deployment"
-        found = {str(d.get("id")): d for d in self.client.deployments()}
+        found = {d.id: d for d in self.client.deployments()}
         parts = []
         for i in sorted(ids):
             d = found.get(i)
@@ -283,28 +272,24 @@ class MarathonDriver:
                 parts.append(f"deployment {i}")
                 continue
             actions = ", ".join(
-                f"{a.get('action')} {a.get('app') or a.get('pod') or ''}".strip()
-                for a in d.get("currentActions") or []
+                f"{a.action} {a.app or a.pod or ''}".strip() for a in d.current_actions
             )
-            parts.append(f"deployment {i} ({actions or 'no actions'}, started {d.get('version')})")
+            parts.append(f"deployment {i} ({actions or 'no actions'}, started {d.version})")
         return "; ".join(parts)
 
     def _gone(self, ids: set[str]) -> Check:
         def check() -> tuple[bool, str]:
-            left = ids & {str(d.get("id")) for d in self.client.deployments()}
+            left = ids & {d.id for d in self.client.deployments()}
             return not left, f"waiting for deployment(s) {', '.join(sorted(left))}" if left else ""
 
         return check
 
-    def _rolled_out(self, ids: set[str], seen: list[dict[str, Any]] | None = None) -> Check:
+    def _rolled_out(self, ids: set[str], seen: list[App] | None = None) -> Check:
         def check() -> tuple[bool, str]:
-            left = [d for d in self.client.deployments() if str(d.get("id")) in ids]
+            left: list[Deployment] = [d for d in self.client.deployments() if d.id in ids]
             if left:
                 d = left[0]
-                return (
-                    False,
-                    f"deployment {d.get('id')}: step {d.get('currentStep')}/{d.get('totalSteps')}",
-                )
+                return False, f"deployment {d.id}: step {d.current_step}/{d.total_steps}"
             app = self.client.find_app(self.app_id, TASK_EMBED)
             if app is None:
                 return False, f"{self.app_id} not found"
@@ -347,10 +332,10 @@ class MarathonDriver:
                     interval = POLL_FIRST_S
 
     def _fail(
-        self, release: Release, ids: set[str], previous: dict[str, Any] | None, progress: Progress
+        self, release: Release, ids: set[str], previous: Definition | None, progress: Progress
     ) -> None:
-        app = self.client.find_app(self.app_id, TASK_EMBED) or {}
-        problems = assess(app).problems
+        app = self.client.find_app(self.app_id, TASK_EMBED)
+        problems = assess(app).problems if app else ()
         progress(
             f"{self.app_id} not healthy within {self.config.deploy_timeout_s:g}s; rolling back"
         )
@@ -364,10 +349,10 @@ class MarathonDriver:
             + "".join(f"\n  {p}" for p in problems or ("no task reported a cause",))
         )
 
-    def _restore(self, ids: set[str], previous: dict[str, Any] | None, progress: Progress) -> str:
+    def _restore(self, ids: set[str], previous: Definition | None, progress: Progress) -> str:
         deadline = self._clock() + self.config.rollback_timeout_s
-        pending = ids & {str(d.get("id")) for d in self.client.deployments()}
-        revert: dict[str, Any] | None = None
+        pending = ids & {d.id for d in self.client.deployments()}
+        revert: DeploymentRef | None = None
         if pending:
             with contextlib.suppress(NotFound):  # finished meanwhile: restore by PUT below
                 revert = self.client.delete_deployment(sorted(pending)[0])
@@ -375,7 +360,7 @@ class MarathonDriver:
             if previous is None:
                 return "nothing ran before it, nothing to restore"
             revert = self._put(previous, progress)
-        rid = str(revert.get("deploymentId"))
+        rid = revert.deployment_id
         if self._wait_until(self._rolled_out({rid}), deadline, progress):
             return f"rolled back (deployment {rid})"
         return f"rollback deployment {rid} still running after {self.config.rollback_timeout_s:g}s"

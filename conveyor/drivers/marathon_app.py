@@ -1,7 +1,8 @@
 """Marathon app definitions as the driver sees them: rendering, comparing, judging tasks.
 
-Pure functions over JSON-shaped dicts, so plan, idempotency and the health verdict
-share one notion of "what would change" and "what runs".
+Pure functions, so plan, idempotency and the health verdict share one notion of
+"what would change" and "what runs": definitions (what is sent) are JSON, what
+Marathon answers is read through the typed models of ``clients.marathon_model``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,15 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from conveyor.clients.marathon_model import (
+    LABEL_DIGEST,
+    LABEL_REVISION,
+    LABEL_VERSION,
+    App,
+    Definition,
+    Task,
+)
 from conveyor.drivers.base import Instance
 from conveyor.errors import ConfigError
 from conveyor.release import Release
@@ -40,12 +48,8 @@ DYNAMIC_PORT_KEYS = frozenset({"port", "servicePort", "hostPort"})
 
 LEAVING = frozenset({"TASK_KILLING", "TASK_KILLED", "TASK_FINISHED", "TASK_FAILED", "TASK_GONE"})
 
-LABEL_DIGEST = "conveyor.digest"
-LABEL_VERSION = "conveyor.version"
-LABEL_REVISION = "conveyor.revision"
 
-
-def load_template(path: Path) -> dict[str, Any]:
+def load_template(path: Path) -> Definition:
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
@@ -57,7 +61,7 @@ def load_template(path: Path) -> dict[str, Any]:
     return data
 
 
-def render(template: dict[str, Any], app_id: str, release: Release) -> dict[str, Any]:
+def render(template: Definition, app_id: str, release: Release) -> Definition:
     """The definition ``deploy`` sends: the template, pinned to the release's digest."""
     app = copy.deepcopy(template)
     app["id"] = "/" + app_id.strip("/")
@@ -74,12 +78,12 @@ def render(template: dict[str, Any], app_id: str, release: Release) -> dict[str,
     return app
 
 
-def normalise(app: dict[str, Any]) -> dict[str, Any]:
+def normalise(app: Definition) -> Definition:
     """The definition without what Marathon computes, fit to be diffed or sent back."""
     return {k: copy.deepcopy(v) for k, v in app.items() if k not in SERVER_MANAGED}
 
 
-def _merge(current: Any, desired: Any, key: str = "") -> Any:
+def _merge(current: object, desired: object, key: str = "") -> object:
     if key in DYNAMIC_PORT_KEYS and desired == 0 and isinstance(current, int):
         return current
     if isinstance(current, dict) and isinstance(desired, dict):
@@ -92,7 +96,7 @@ def _merge(current: Any, desired: Any, key: str = "") -> Any:
     return copy.deepcopy(desired)
 
 
-def overlay(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+def overlay(current: Definition, desired: Definition) -> Definition:
     """What Marathon will hold after a partial-update PUT of ``desired`` over ``current``.
 
     Nested fields ``desired`` leaves out keep the values (and defaults) Marathon filled
@@ -106,48 +110,34 @@ def overlay(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def image_of(app: dict[str, Any]) -> str | None:
-    image = ((app.get("container") or {}).get("docker") or {}).get("image")
-    return str(image) if image else None
-
-
-def digest_of(app: dict[str, Any]) -> str | None:
-    label = (app.get("labels") or {}).get(LABEL_DIGEST)
-    if label:
-        return str(label)
-    image = image_of(app) or ""
-    return image.rsplit("@", 1)[1] if "@" in image else None
-
-
-def task_healthy(task: dict[str, Any], checked: bool) -> bool:
-    if task.get("state") != "TASK_RUNNING":
+def task_healthy(task: Task, checked: bool) -> bool:
+    if task.state != "TASK_RUNNING":
         return False
-    results = task.get("healthCheckResults") or []
-    return not checked or (bool(results) and all(r.get("alive") for r in results))
+    results = task.health_check_results
+    return not checked or (bool(results) and all(r.alive for r in results))
 
 
-def task_problem(task: dict[str, Any]) -> str:
-    where = f"task {task.get('id')} on {task.get('host')}"
-    if task.get("state") != "TASK_RUNNING":
-        return f"{where}: {task.get('state')}"
+def task_problem(task: Task) -> str:
+    where = f"task {task.id} on {task.host}"
+    if task.state != "TASK_RUNNING":
+        return f"{where}: {task.state}"
     causes = [
-        str(r.get("lastFailureCause"))
-        for r in task.get("healthCheckResults") or []
-        if not r.get("alive") and r.get("lastFailureCause")
+        r.last_failure_cause
+        for r in task.health_check_results
+        if not r.alive and r.last_failure_cause
     ]
     if causes:
         return f"{where}: health check failing: {'; '.join(causes)}"
     return f"{where}: no passing health check yet"
 
 
-def instance_of(task: dict[str, Any], checked: bool, digest: str | None = None) -> Instance:
-    addresses = [a.get("ipAddress") for a in task.get("ipAddresses") or [] if a.get("ipAddress")]
-    ports = task.get("ports") or [0]
+def instance_of(task: Task, checked: bool, digest: str | None = None) -> Instance:
+    addresses = [a.ip_address for a in task.ip_addresses if a.ip_address]
     return Instance(
-        host=str(addresses[0] if addresses else task.get("host")),
-        port=int(ports[0]),
+        host=str(addresses[0] if addresses else task.host),
+        port=task.ports[0] if task.ports else 0,
         healthy=task_healthy(task, checked),
-        agent=str(task.get("host")) if task.get("host") else None,
+        agent=task.host or None,
         digest=digest,
     )
 
@@ -161,30 +151,27 @@ class Rollout:
     problems: tuple[str, ...]
 
 
-def assess(app: dict[str, Any]) -> Rollout:
+def assess(app: App) -> Rollout:
     """Only tasks launched for the newest configuration count.
 
     Marathon replaces every task launched before the app's last config change, a revert
     included (it restores the settings under a new version), so this holds after one too.
     """
-    wanted = int(app.get("instances", 1))
-    target = str(
-        (app.get("versionInfo") or {}).get("lastConfigChangeAt") or app.get("version") or ""
-    )
-    checked = bool(app.get("healthChecks"))
-    tasks = [t for t in app.get("tasks") or [] if isinstance(t, dict)]
+    target = app.config_version
+    checked = bool(app.health_checks)
     # Marathon's versions are ISO timestamps of one format: order by string is order by time.
-    new = [t for t in tasks if str(t.get("version") or "") >= target]
+    new = [t for t in app.tasks if t.version >= target]
     healthy = [t for t in new if task_healthy(t, checked)]
-    problems = [task_problem(t) for t in tasks if not task_healthy(t, checked)]
-    failure = app.get("lastTaskFailure") or {}
-    if failure.get("message") and failure.get("version", target) >= target:
-        task = f"task {failure.get('taskId')} {failure.get('state')}"
-        problems.append(f"last task failure: {task}: {failure['message']}")
+    problems = [task_problem(t) for t in app.tasks if not task_healthy(t, checked)]
+    failure = app.last_task_failure
+    if failure and failure.message and (failure.version or target) >= target:
+        problems.append(
+            f"last task failure: task {failure.task_id} {failure.state}: {failure.message}"
+        )
     # Tasks Marathon is already killing are on their way out, not instances that serve.
-    old = len([t for t in tasks if t not in new and t.get("state") not in LEAVING])
-    summary = f"{len(healthy)}/{wanted} instances healthy on the new version"
+    old = len([t for t in app.tasks if t not in new and t.state not in LEAVING])
+    summary = f"{len(healthy)}/{app.instances} instances healthy on the new version"
     if old:
         summary += f", {old} old still running"
-    done = len(healthy) >= wanted and not old
+    done = len(healthy) >= app.instances and not old
     return Rollout(done=done, summary=summary, problems=tuple(problems))
