@@ -17,7 +17,9 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.errors import RequestTimeout, ScanBlocked, VulnDbMissing
 
@@ -70,65 +72,91 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trivy"
 
 
-def _secrets(target: str, items: list[dict[str, Any]]) -> list[Finding]:
-    return [
-        Finding(
-            kind="secret",
-            id=str(s.get("RuleID", "")),
-            severity=str(s.get("Severity", "UNKNOWN")),
-            title=str(s.get("Title", "")),
-            target=target,
-            location=f"{target}:{s['StartLine']}" if s.get("StartLine") else target,
+class _ReportBody(BaseModel):
+    # Trivy's JSON uses PascalCase; unknown fields (Match and Code among them) are dropped.
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class _Secret(_ReportBody):
+    rule_id: str = Field("", alias="RuleID")
+    severity: str = Field("UNKNOWN", alias="Severity")
+    title: str = Field("", alias="Title")
+    start_line: int | None = Field(None, alias="StartLine")
+
+
+class _Cause(_ReportBody):
+    start_line: int | None = Field(None, alias="StartLine")
+
+
+class _Misconfig(_ReportBody):
+    id: str = Field("", alias="ID")
+    status: str = Field("FAIL", alias="Status")
+    severity: str = Field("UNKNOWN", alias="Severity")
+    title: str = Field("", alias="Title")
+    cause: _Cause | None = Field(None, alias="CauseMetadata")
+
+
+class _Vuln(_ReportBody):
+    id: str = Field("", alias="VulnerabilityID")
+    severity: str = Field("UNKNOWN", alias="Severity")
+    title: str | None = Field(None, alias="Title")
+    pkg_path: str | None = Field(None, alias="PkgPath")
+    pkg_name: str = Field("", alias="PkgName")
+    installed_version: str = Field("", alias="InstalledVersion")
+    fixed_version: str = Field("", alias="FixedVersion")
+
+
+class _Result(_ReportBody):
+    target: str = Field("", alias="Target")
+    secrets: list[_Secret] | None = Field(None, alias="Secrets")
+    misconfigs: list[_Misconfig] | None = Field(None, alias="Misconfigurations")
+    vulns: list[_Vuln] | None = Field(None, alias="Vulnerabilities")
+
+    def findings(self) -> list[Finding]:
+        return (
+            [self._finding("secret", s.rule_id, s, s.start_line) for s in self.secrets or []]
+            + [
+                self._finding("misconfig", m.id, m, m.cause.start_line if m.cause else None)
+                for m in self.misconfigs or []
+                if m.status == "FAIL"
+            ]
+            + [
+                Finding(
+                    kind="vuln",
+                    id=v.id,
+                    severity=v.severity,
+                    title=v.title or v.id,
+                    target=self.target,
+                    location=v.pkg_path or self.target,
+                    package=v.pkg_name,
+                    installed_version=v.installed_version,
+                    fixed_version=v.fixed_version,
+                )
+                for v in self.vulns or []
+            ]
         )
-        for s in items
-    ]
+
+    def _finding(
+        self, kind: Kind, id: str, item: _Secret | _Misconfig, line: int | None
+    ) -> Finding:
+        location = f"{self.target}:{line}" if line else self.target
+        return Finding(kind, id, item.severity, item.title, self.target, location)
 
 
-def _misconfigs(target: str, items: list[dict[str, Any]]) -> list[Finding]:
-    out = []
-    for m in items:
-        if m.get("Status", "FAIL") != "FAIL":
-            continue
-        line = (m.get("CauseMetadata") or {}).get("StartLine")
-        out.append(
-            Finding(
-                kind="misconfig",
-                id=str(m.get("ID", "")),
-                severity=str(m.get("Severity", "UNKNOWN")),
-                title=str(m.get("Title", "")),
-                target=target,
-                location=f"{target}:{line}" if line else target,
-            )
-        )
-    return out
+class TrivyReport(_ReportBody):
+    """One trivy JSON report (schema 2): what it found, per scanned target."""
+
+    results: list[_Result] | None = Field(None, alias="Results")
+
+    def findings(self) -> list[Finding]:
+        """Typed findings; secret values are not kept."""
+        return [f for result in self.results or [] for f in result.findings()]
 
 
-def _vulns(target: str, items: list[dict[str, Any]]) -> list[Finding]:
-    return [
-        Finding(
-            kind="vuln",
-            id=str(v.get("VulnerabilityID", "")),
-            severity=str(v.get("Severity", "UNKNOWN")),
-            title=str(v.get("Title") or v.get("VulnerabilityID", "")),
-            target=target,
-            location=str(v.get("PkgPath") or target),
-            package=str(v.get("PkgName", "")),
-            installed_version=str(v.get("InstalledVersion", "")),
-            fixed_version=str(v.get("FixedVersion", "")),
-        )
-        for v in items
-    ]
-
-
-def parse_report(report: dict[str, Any]) -> list[Finding]:
-    """Typed findings of one trivy JSON report (schema 2); secret values are not kept."""
-    findings: list[Finding] = []
-    for result in report.get("Results") or []:
-        target = str(result.get("Target", ""))
-        findings += _secrets(target, result.get("Secrets") or [])
-        findings += _misconfigs(target, result.get("Misconfigurations") or [])
-        findings += _vulns(target, result.get("Vulnerabilities") or [])
-    return findings
+def parse_report(text: str) -> list[Finding]:
+    """The findings of trivy's JSON output ``text``; raises ``ValueError`` if it is not one
+    (pydantic's ``ValidationError`` is one)."""
+    return TrivyReport.model_validate_json(text).findings()
 
 
 class Trivy:
@@ -190,15 +218,15 @@ class Trivy:
         if "vuln" in scanners:
             args += self._db_args()
         args += ["--input", str(archive)] if archive else ["--image-src", "docker", ref]
-        return parse_report(self._run(args, f"image {ref}"))
+        return self._run(args, f"image {ref}")
 
     def scan_dockerfile(self, dockerfile: Path) -> list[Finding]:
         """Misconfigurations of one Dockerfile, whatever its file name."""
         pattern = f"dockerfile:^{re.escape(dockerfile.name)}$"
         args = ["config", "--misconfig-scanners", "dockerfile", "--file-patterns", pattern]
-        return parse_report(self._run([*args, str(dockerfile)], f"Dockerfile {dockerfile}"))
+        return self._run([*args, str(dockerfile)], f"Dockerfile {dockerfile}")
 
-    def _run(self, args: list[str], what: str) -> dict[str, Any]:
+    def _run(self, args: list[str], what: str) -> list[Finding]:
         binary = shutil.which(self.binary)
         if binary is None:
             raise ScanBlocked(f"cannot scan {what}: the {self.binary} binary is not on PATH")
@@ -226,7 +254,6 @@ class Trivy:
                 raise VulnDbMissing(f"cannot scan {what} for vulnerabilities: {stderr}")
             raise ScanBlocked(f"trivy failed on {what} (exit {done.returncode}): {stderr}")
         try:
-            report: dict[str, Any] = json.loads(done.stdout)
+            return parse_report(done.stdout)
         except ValueError:
             raise ScanBlocked(f"trivy gave no JSON report on {what}: {stderr}") from None
-        return report
