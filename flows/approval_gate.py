@@ -43,12 +43,13 @@ class ApprovalInput(RunInput):
 
 def _ask(description: str, remaining_s: float, attempt: int, env: str) -> ApprovalInput:
     # Prefect types poll_interval as int but only sleeps it, so half a second works.
-    return pause_flow_run(  # type: ignore[call-overload]
+    answer: ApprovalInput = pause_flow_run(  # type: ignore[call-overload]
         wait_for_input=ApprovalInput.with_initial_data(description=description, decision="approve"),
         timeout=max(1, math.ceil(remaining_s)),
         poll_interval=POLL_INTERVAL_S,
         key=f"approval-{env}-{attempt}",
     )
+    return answer
 
 
 def request_approval(

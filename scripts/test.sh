@@ -10,5 +10,7 @@ conveyor up --only docker
 # A cold build of the vCenter simulator takes minutes; do it once, before the clock of any test.
 python -m conveyor.sim.vcenter --build-only >/dev/null
 ruff check .
+ruff format --check .
+# strict = true in pyproject.toml: mypy --strict, with one override for pyVmomi's calls.
 mypy conveyor flows tasks
 exec python -m pytest -q -ra "$@"

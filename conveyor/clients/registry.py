@@ -346,7 +346,9 @@ class RegistryClient:
 
     # --- referrers -------------------------------------------------------
 
-    def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[dict]:
+    def referrers(
+        self, repo: str, digest: str, artifact_type: str | None = None
+    ) -> list[dict[str, Any]]:
         """Descriptors of manifests whose subject is ``digest``.
 
         Uses the referrers API, and the ``sha256-<hex>`` tag schema where the registry
@@ -362,7 +364,7 @@ class RegistryClient:
             found = [d for d in found if d.get("artifactType") == artifact_type]
         return found
 
-    def referrers_from_tag(self, repo: str, digest: str) -> list[dict]:
+    def referrers_from_tag(self, repo: str, digest: str) -> list[dict[str, Any]]:
         try:
             index = self.get_manifest(repo, referrers_tag(digest))
         except NotFound:

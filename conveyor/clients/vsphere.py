@@ -21,8 +21,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
-from pyVmomi import SoapStubAdapter, VmomiSupport, vim, vmodl
+from pyVmomi import VmomiSupport, vim, vmodl
 from pyVmomi.Security import ThumbprintMismatchException
+from pyVmomi.SoapAdapter import SoapStubAdapter
 
 from conveyor.clients.vsphere_inventory import Inventory, parse_inventory
 from conveyor.config.preflight import VSphereConfig
@@ -115,14 +116,15 @@ class PinnedStub(SoapStubAdapter):
         self._pin = pin
 
     def GetConnection(self) -> http.client.HTTPConnection:
-        conn = super().GetConnection()
+        conn: http.client.HTTPConnection = super().GetConnection()
         if self._pin is None:
             return conn
         if conn.sock is None:
             conn.connect()
-        der = conn.sock.getpeercert(binary_form=True) or b""
+        sock = conn.sock
+        der = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
         algorithm = hashlib.sha1 if len(self._pin) == 40 else hashlib.sha256
-        actual = algorithm(der).hexdigest()
+        actual = algorithm(der or b"").hexdigest()
         if not hmac.compare_digest(actual, self._pin):
             conn.close()
             raise TLSVerificationFailed(
