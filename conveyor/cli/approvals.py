@@ -49,27 +49,25 @@ def _find(client: Any, ref: str) -> runs.Waiting:
     return matches[0]
 
 
-def _table(waiting: list[runs.Waiting]) -> Table:
+def _table(waiting: list[runs.Waiting], asks: list[str]) -> Table:
     table = Table(title="waiting for approval")
-    for col in ("run", "name", "app", "version", "digest", "environment", "since", "deadline"):
+    for col in ("run", "name", "digest", "environment", "since", "deadline", "waits for"):
         table.add_column(col, overflow="fold")
-    for w in waiting:
+    for w, ask in zip(waiting, asks, strict=True):
         table.add_row(
             w.run_id,
             w.run_name,
-            w.app or "-",
-            w.version or "-",
             (w.digest or "-")[:19],
             w.environment or "-",
             w.since[:19],
             (w.deadline or "-")[:19],
+            ask.splitlines()[0].lstrip("# ") if ask else "-",
         )
     return table
 
 
 def list_approvals(
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list for scripts")] = False,
-    details: Annotated[bool, typer.Option(help="also print each request's form text")] = False,
 ) -> None:
     """List the runs that wait for an approval (paused or suspended)."""
     from prefect import get_client
@@ -84,14 +82,14 @@ def list_approvals(
             if not waiting:
                 console.print("no flow run waits for an approval")
                 return
-            console.print(_table(waiting))
-            for w in waiting:
+            asks = [runs.description(client, w.run_id, w.pause_key) for w in waiting]
+            console.print(_table(waiting, asks))
+            for w, ask in zip(waiting, asks, strict=True):
+                console.rule(f"{w.run_name} ({w.run_id})")
+                console.print(Markdown(ask))
                 console.print(
-                    Text(f"  conveyor approve {w.run_id} --as NAME   (or reject --reason TEXT)")
+                    Text(f"conveyor approve {w.run_id} --as NAME   (or reject ... --reason TEXT)")
                 )
-                if details:
-                    console.rule(f"{w.run_name} ({w.run_id})")
-                    console.print(Markdown(runs.description(client, w.run_id, w.pause_key)))
 
 
 @dataclass(frozen=True)

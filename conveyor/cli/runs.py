@@ -53,14 +53,23 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat() if value is not None else None
 
 
-def _request(client: Any, run: Any, key: str | None) -> dict[str, Any]:
-    from prefect.exceptions import ObjectNotFound
+def _read_input(client: Any, run_id: UUID, key: str) -> str | None:
+    """A flow run input's JSON text, None when the run has none under ``key``."""
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
-    if key is None:
-        return {}
     try:
-        raw = client.read_flow_run_input(run.id, REQUEST_PREFIX + key)
+        return str(client.read_flow_run_input(run_id, key))
     except ObjectNotFound:
+        return None
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            return None
+        raise
+
+
+def _request(client: Any, run: Any, key: str | None) -> dict[str, Any]:
+    raw = _read_input(client, run.id, REQUEST_PREFIX + key) if key else None
+    if raw is None:
         return {}
     try:
         data = json.loads(raw)
@@ -108,12 +117,9 @@ def waiting(client: Any) -> list[Waiting]:
 
 def description(client: Any, run_id: str, pause_key: str | None) -> str:
     """The markdown the approval form shows, or a note when the pause has none."""
-    from prefect.exceptions import ObjectNotFound
-
     for key in (f"suspended-{pause_key}-description", f"paused-{pause_key}-description"):
-        try:
-            raw = client.read_flow_run_input(UUID(run_id), key)
-        except ObjectNotFound:
+        raw = _read_input(client, UUID(run_id), key)
+        if raw is None:
             continue
         try:
             return str(json.loads(raw))
@@ -138,6 +144,11 @@ def find_deployment(client: Any, name: str) -> Any:
 def start(client: Any, deployment: Any, parameters: dict[str, Any], tags: list[str]) -> Any:
     """A new run of ``deployment``; a worker of its pool picks it up."""
     return client.create_flow_run_from_deployment(deployment.id, parameters=parameters, tags=tags)
+
+
+def _noise(message: str) -> bool:
+    """Prefect's line after every task that went well: the terminal needs the others."""
+    return message == "Finished in state Completed()"
 
 
 def log_line(message: str) -> str:
@@ -165,7 +176,8 @@ def follow(
         run = client.read_flow_run(run_id)
         logs = client.read_logs(log_filter=flt, sort=LogSort.TIMESTAMP_ASC, offset=seen, limit=200)
         for entry in logs:
-            emit(log_line(entry.message))
+            if not _noise(entry.message):
+                emit(log_line(entry.message))
         seen += len(logs)
         state = run.state
         settled = state is not None and (state.is_final() or (stop_on_pause and state.is_paused()))
