@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import docker
 import requests
 import urllib3.exceptions
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from conveyor.clients import reproducible
 from conveyor.clients.build_context import (
@@ -123,6 +123,11 @@ def engine_errors(what: str) -> Iterator[None]:
         raise ConnectFailed(f"docker engine: {what}: cannot reach the engine ({exc})") from None
     except docker.errors.DockerException as exc:
         raise Rejected(f"docker engine: {what}: {exc}") from None
+    except ValidationError as exc:
+        # A stream message of a shape Docker's JSONMessage does not have.
+        raise ServerError(
+            f"docker engine: {what}: unexpected stream message ({exc})", 502
+        ) from None
 
 
 def oci_labels(context: Path, tag: str, version: str, revision: str | None) -> dict[str, str]:
@@ -140,6 +145,44 @@ def oci_labels(context: Path, tag: str, version: str, revision: str | None) -> d
     if revision:
         labels[f"{OCI}.revision"] = revision
     return labels
+
+
+class _Progress(BaseModel):
+    total: int | None = None
+
+
+class _ErrorDetail(BaseModel):
+    message: str | None = None
+
+
+class StreamChunk(BaseModel):
+    """One JSON message of the engine's build or push stream (Docker's ``JSONMessage``)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    stream: str | None = None
+    status: str | None = None
+    id: str | None = None
+    error: str | None = None
+    error_detail: _ErrorDetail | None = Field(None, alias="errorDetail")
+    progress_detail: _Progress | None = Field(None, alias="progressDetail")
+    # Build answers {"ID": ...}, push {"Tag", "Digest", "Size"}: kept as JSON.
+    aux: dict[str, object] | None = None
+
+    @property
+    def failure(self) -> str | None:
+        """The error the engine reports in this message, if it reports one."""
+        if self.error is None and self.error_detail is None:
+            return None
+        return (self.error_detail.message if self.error_detail else None) or self.error or ""
+
+    def aux_field(self, name: str) -> str | None:
+        value = (self.aux or {}).get(name)
+        return str(value) if value else None
+
+
+def _chunks(stream: Iterable[object]) -> Iterator[StreamChunk]:
+    return (StreamChunk.model_validate(c) for c in stream if isinstance(c, dict))
 
 
 class _Lines:
@@ -233,23 +276,20 @@ class DockerEngine:
         return image_id
 
     @staticmethod
-    def _follow_build(stream: Iterable[dict[str, Any]], tag: str, log: Log) -> str | None:
+    def _follow_build(stream: Iterable[object], tag: str, log: Log) -> str | None:
         lines = _Lines(log)
         image_id: str | None = None
-        for chunk in stream:
-            if "error" in chunk or "errorDetail" in chunk:
+        for chunk in _chunks(stream):
+            if chunk.failure is not None:
                 lines.flush()
-                detail = chunk.get("errorDetail") or {}
-                message = detail.get("message") or chunk.get("error") or "unknown error"
+                message = chunk.failure or "unknown error"
                 tail = "\n  ".join(lines.tail)
                 raise BuildFailed(f"build of {tag} failed: {message}\n  last lines:\n  {tail}")
-            if "stream" in chunk:
-                lines.feed(str(chunk["stream"]))
-            elif "status" in chunk:
-                lines.feed(f"{chunk['status']}\n")
-            aux = chunk.get("aux")
-            if isinstance(aux, dict) and aux.get("ID"):
-                image_id = str(aux["ID"])
+            if chunk.stream is not None:
+                lines.feed(chunk.stream)
+            elif chunk.status is not None:
+                lines.feed(f"{chunk.status}\n")
+            image_id = chunk.aux_field("ID") or image_id
         lines.flush()
         return image_id
 
@@ -283,17 +323,14 @@ class DockerEngine:
         return digest
 
     @staticmethod
-    def _follow_push(
-        stream: Iterable[dict[str, Any]], target: str, log: Log, secret: str
-    ) -> str | None:
+    def _follow_push(stream: Iterable[object], target: str, log: Log, secret: str) -> str | None:
         def mask(text: str) -> str:
             return text.replace(secret, "***") if secret else text
 
         digest: str | None = None
-        for chunk in stream:
-            if "error" in chunk or "errorDetail" in chunk:
-                detail = chunk.get("errorDetail") or {}
-                message = mask(str(detail.get("message") or chunk.get("error")))
+        for chunk in _chunks(stream):
+            if chunk.failure is not None:
+                message = mask(chunk.failure or "None")
                 if _AUTH_REFUSED.search(message):
                     raise AuthenticationFailed(
                         f"push of {target}: registry refused the credentials: {message}"
@@ -306,13 +343,12 @@ class DockerEngine:
                 if server:
                     raise ServerError(f"push of {target}: {message}", int(server.group(1)))
                 raise PushFailed(f"push of {target} failed: {message}")
-            aux = chunk.get("aux")
-            if isinstance(aux, dict) and aux.get("Digest"):
-                digest = str(aux["Digest"])
+            digest = chunk.aux_field("Digest") or digest
             # Byte-count progress updates would flood the log; phase changes are enough.
-            if "status" in chunk and not (chunk.get("progressDetail") or {}).get("total"):
-                layer = f"{chunk['id']}: " if chunk.get("id") else ""
-                log(mask(f"{layer}{chunk['status']}"))
+            progress = chunk.progress_detail
+            if chunk.status is not None and not (progress and progress.total):
+                layer = f"{chunk.id}: " if chunk.id else ""
+                log(mask(f"{layer}{chunk.status}"))
         return digest
 
     def save(self, image: str) -> IO[bytes]:
