@@ -27,6 +27,7 @@ from conveyor.config import (
     MarathonDriverConfig,
     Pipeline,
     SecretRef,
+    VSphereConfig,
 )
 from conveyor.drivers.base import DeployDriver
 from conveyor.errors import ConfigError, SecretNotFound
@@ -213,6 +214,9 @@ class Connections:
         cfg = env.preflight.vsphere
         if cfg is None:
             return None
-        return self._once(
-            ("vsphere", env.name), lambda: VSphereClient.from_config(cfg, self.secret(cfg.password))
-        )
+        return self._once(("vsphere", env.name), lambda: self._vsphere_session(cfg))
+
+    def _vsphere_session(self, cfg: VSphereConfig) -> VSphereClient:
+        client = VSphereClient.from_config(cfg, self.secret(cfg.password))
+        client.login()
+        return client

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pyVmomi import vim
 
 from conveyor.clients.vsphere import VSphereClient
+from conveyor.config import parse_pipeline
 from conveyor.config.base import SecretRef
 from conveyor.config.preflight import AgentVmSelector, VSphereConfig
-from conveyor.errors import PlacementViolation, PreflightFailed
+from conveyor.connections import Connections
+from conveyor.errors import AuthenticationFailed, PlacementViolation, PreflightFailed
 from conveyor.preflight import PreflightReport
 from conveyor.preflight.vsphere import Demand, check_placement, run_preflight
 from conveyor.sim import vcenter
@@ -224,3 +227,36 @@ def test_warnings_block_only_when_configured() -> None:
     report.raise_for_failures(warnings_block=lenient.warnings_block)
     with pytest.raises(PreflightFailed, match=f"cluster {yellow.cluster}: overall status: yellow"):
         report.raise_for_failures(warnings_block=strict.warnings_block)
+
+
+def test_the_composition_root_hands_out_one_logged_in_session_and_logs_it_out(
+    sim: vcenter.VCenterSim, tmp_path: Path
+) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    cfg = config(sim).model_dump(mode="json", exclude_none=True)
+    data = {
+        "app": {"name": "hello", "context": str(tmp_path)},
+        "registry": {"url": "http://127.0.0.1:5000", "repository": "conveyor/hello"},
+        "environments": [
+            {
+                "name": "integration",
+                "tag": "integration-ready",
+                "driver": {"kind": "docker", "port": 18081},
+            },
+            {
+                "name": "production",
+                "tag": "production-ready",
+                "driver": {"kind": "docker", "port": 18091, "candidate_port": 18092},
+                "preflight": {"vsphere": cfg},
+            },
+        ],
+    }
+    pipeline = parse_pipeline(data, "pipeline.yaml", tmp_path)
+    production = pipeline.environments[1]
+    with Connections(pipeline, resolve_secret=lambda _ref: sim.password) as c:
+        session = c.vsphere(production)
+        assert session is not None and c.vsphere(production) is session
+        report = run_preflight(session, production.preflight.vsphere, "production", SMALL)  # type: ignore[arg-type]
+        assert not report.failures, report.failures
+    with pytest.raises(AuthenticationFailed, match="not logged in"):
+        session.content  # noqa: B018
