@@ -49,6 +49,10 @@ A ``Verdict`` is terminal too, so ``is_transient`` never retries one.
 from __future__ import annotations
 
 
+def _listed(message: str, lines: list[str]) -> str:
+    return message + "".join(f"\n  {line}" for line in lines)
+
+
 class ConveyorError(Exception):
     """Base of every error conveyor raises on purpose."""
 
@@ -173,7 +177,7 @@ class ApprovalEvidenceInvalid(TerminalError):
 
     def __init__(self, message: str, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__(message + ("\n  " + "\n  ".join(problems) if problems else ""))
+        super().__init__(_listed(message, problems))
 
 
 class FreezeActive(TerminalError):
@@ -202,7 +206,7 @@ class VulnDbMissing(ScanBlocked):
 class PreflightFailed(Verdict):
     def __init__(self, message: str, failures: list[str]) -> None:
         self.failures = failures
-        super().__init__(message + ("\n  " + "\n  ".join(failures) if failures else ""))
+        super().__init__(_listed(message, failures))
 
 
 class PlacementViolation(Verdict):
