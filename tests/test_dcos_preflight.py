@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.clients.dcos import Agent
 from conveyor.preflight.dcos import host_ports, port_checks, port_ranges
 
 BRIDGE = [{"mode": "container/bridge"}]
@@ -38,9 +39,11 @@ def test_host_ports_of_an_app(app: dict[str, Any], expected: list[int]) -> None:
     assert host_ports(app) == expected
 
 
-def _agent(name: str, offered: str, used: str | None) -> dict[str, Any]:
+def _agent(name: str, offered: str, used: str | None) -> Agent:
     resources: dict[str, Any] = {"ports": offered}
-    return {"hostname": name, "resources": resources, "used_resources": {"ports": used}}
+    return Agent.model_validate(
+        {"hostname": name, "resources": resources, "used_resources": {"ports": used}}
+    )
 
 
 def test_dynamic_ports_count_free_ones_per_agent() -> None:

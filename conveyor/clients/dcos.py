@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import Literal, TypeVar
 
 import httpx
 import jwt
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from conveyor.clients.http import error_for_status, send
 from conveyor.errors import AuthenticationFailed, Rejected
@@ -101,6 +101,54 @@ class DcosServiceAccountAuth(httpx.Auth):
         yield request
 
 
+T = TypeVar("T")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Resources(_Body):
+    """A Mesos agent's resources (or the part its tasks use); ``ports`` in range notation."""
+
+    cpus: float = 0.0
+    mem: float = 0.0
+    ports: str | None = None
+
+
+class Agent(_Body):
+    """One agent of ``/mesos/master/slaves``."""
+
+    id: str = ""
+    hostname: str = ""
+    active: bool = True
+    resources: Resources = Field(default_factory=Resources)
+    used_resources: Resources = Field(default_factory=Resources)
+
+    @property
+    def name(self) -> str:
+        return self.hostname or self.id
+
+    def free(self, resource: Literal["cpus", "mem"]) -> float:
+        total = getattr(self.resources, resource)
+        used = getattr(self.used_resources, resource)
+        return max(float(total) - float(used), 0.0)
+
+
+class Unit(_Body):
+    """One system unit of ``/system/health/v1/units``; a health of 0 is healthy."""
+
+    id: str = ""
+    name: str = ""
+    health: int = 0
+    output: str = ""
+    description: str = ""
+
+
+class DcosVersion(_Body):
+    version: str | None = None
+
+
 class DcosClient:
     """The cluster reads of the pre-flight, through the admin router."""
 
@@ -108,25 +156,35 @@ class DcosClient:
         # Shares the caller's client: same auth session, TLS trust and timeouts as Marathon.
         self._client = client
 
-    def _get(self, path: str) -> Any:
+    def _get(self, path: str) -> object:
         response = send(self._client, self._client.build_request("GET", path), SYSTEM)
         if not response.is_success:
             raise error_for_status(SYSTEM, response, _peer_message(response))
         try:
-            return response.json()
+            body: object = response.json()
         except ValueError:
             raise Rejected(f"{SYSTEM}: GET {path} did not answer JSON") from None
+        return body
 
-    def version(self) -> dict[str, Any]:
+    def _list(self, path: str, key: str, model: Callable[[object], T]) -> list[T]:
+        body = self._get(path)
+        items = body.get(key) if isinstance(body, dict) else None
+        try:
+            return [model(i) for i in items or [] if isinstance(i, dict)]
+        except ValidationError as exc:
+            raise Rejected(
+                f"{SYSTEM}: GET {path} answered an unexpected {key} entry: {exc}"
+            ) from None
+
+    def version(self) -> DcosVersion:
         body = self._get("/dcos-metadata/dcos-version.json")
-        return body if isinstance(body, dict) else {}
+        try:
+            return DcosVersion.model_validate(body if isinstance(body, dict) else {})
+        except ValidationError:
+            return DcosVersion()
 
-    def units(self) -> list[dict[str, Any]]:
-        body = self._get("/system/health/v1/units")
-        units = body.get("units") if isinstance(body, dict) else None
-        return [u for u in units or [] if isinstance(u, dict)]
+    def units(self) -> list[Unit]:
+        return self._list("/system/health/v1/units", "units", Unit.model_validate)
 
-    def agents(self) -> list[dict[str, Any]]:
-        body = self._get("/mesos/master/slaves")
-        slaves = body.get("slaves") if isinstance(body, dict) else None
-        return [s for s in slaves or [] if isinstance(s, dict)]
+    def agents(self) -> list[Agent]:
+        return self._list("/mesos/master/slaves", "slaves", Agent.model_validate)

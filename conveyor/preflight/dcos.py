@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any
 
-from conveyor.clients.dcos import DcosClient
+from conveyor.clients.dcos import Agent, DcosClient, Unit
 from conveyor.preflight import Check, PreflightReport
 
 # Marathon's defaults when the definition leaves them out.
@@ -38,23 +38,17 @@ def instances_needed(app: dict[str, Any], running: int) -> tuple[int, str]:
     return more + extra, f"{more} more + {extra} over-capacity during the upgrade"
 
 
-def _free(agent: dict[str, Any], resource: str) -> float:
-    total = float((agent.get("resources") or {}).get(resource, 0) or 0)
-    used = float((agent.get("used_resources") or {}).get(resource, 0) or 0)
-    return max(total - used, 0.0)
-
-
 def _fits(cpus_free: float, mem_free: float, cpus: float, mem: float) -> int:
     by_cpu = math.floor(cpus_free / cpus + EPSILON) if cpus > 0 else 10**6
     by_mem = math.floor(mem_free / mem + EPSILON) if mem > 0 else 10**6
     return max(min(by_cpu, by_mem), 0)
 
 
-def resource_checks(agents: list[dict[str, Any]], app: dict[str, Any], running: int) -> list[Check]:
+def resource_checks(agents: list[Agent], app: dict[str, Any], running: int) -> list[Check]:
     cpus = float(app.get("cpus", DEFAULT_CPUS))
     mem = float(app.get("mem", DEFAULT_MEM))
     need, why = instances_needed(app, running)
-    active = [a for a in agents if a.get("active", True)]
+    active = [a for a in agents if a.active]
     checks = [
         Check(
             "cluster",
@@ -63,9 +57,7 @@ def resource_checks(agents: list[dict[str, Any]], app: dict[str, Any], running: 
             f"{len(active)} of {len(agents)} agents active",
         )
     ]
-    free = [
-        (str(a.get("hostname") or a.get("id")), _free(a, "cpus"), _free(a, "mem")) for a in active
-    ]
+    free = [(a.name, a.free("cpus"), a.free("mem")) for a in active]
     room = sum(_fits(c, m, cpus, mem) for _, c, m in free)
     per_agent = ", ".join(f"{name} {c:g} cpus {m:g} MiB" for name, c, m in free) or "none"
     detail = (
@@ -87,15 +79,15 @@ def resource_checks(agents: list[dict[str, Any]], app: dict[str, Any], running: 
     return checks
 
 
-def unit_checks(units: list[dict[str, Any]]) -> list[Check]:
+def unit_checks(units: list[Unit]) -> list[Check]:
     # DC/OS health: 0 is healthy, anything else is not.
-    sick = [u for u in units if u.get("health", 0) != 0]
+    sick = [u for u in units if u.health != 0]
     checks = [
         Check(
-            f"unit {u.get('id') or u.get('name')}",
+            f"unit {u.id or u.name}",
             "health",
             "fail",
-            str(u.get("output") or u.get("description") or f"health {u.get('health')}").strip(),
+            (u.output or u.description or f"health {u.health}").strip(),
         )
         for u in sick
     ]
@@ -115,8 +107,8 @@ def dcos_preflight(
         Check(
             "cluster",
             "DC/OS version",
-            "ok" if version.get("version") else "warn",
-            str(version.get("version") or "the cluster did not say its version"),
+            "ok" if version.version else "warn",
+            version.version or "the cluster did not say its version",
         )
     ]
     checks += unit_checks(dcos.units())
@@ -126,7 +118,7 @@ def dcos_preflight(
     return PreflightReport(environment=environment, source="dcos", checks=tuple(checks))
 
 
-def port_ranges(text: Any) -> list[range]:
+def port_ranges(text: str | None) -> list[range]:
     """Mesos's range notation ``[31000-31099, 31200-31200]`` as ranges."""
     return [range(int(a), int(b) + 1) for a, b in RANGE.findall(str(text or ""))]
 
@@ -147,10 +139,10 @@ def host_ports(app: dict[str, Any]) -> list[int]:
     return [int(p) for p in wanted if p is not None]
 
 
-def _port_room(agent: dict[str, Any], wanted: list[int]) -> tuple[int, str]:
+def _port_room(agent: Agent, wanted: list[int]) -> tuple[int, str]:
     """How many instances the agent's free ports take, and what is in the way."""
-    offered = port_ranges((agent.get("resources") or {}).get("ports"))
-    used = {p for r in port_ranges((agent.get("used_resources") or {}).get("ports")) for p in r}
+    offered = port_ranges(agent.resources.ports)
+    used = {p for r in port_ranges(agent.used_resources.ports) for p in r}
     free = sum(len(r) for r in offered) - len(used)
     fixed = [p for p in wanted if p]
     for port in fixed:
@@ -167,13 +159,13 @@ def _port_room(agent: dict[str, Any], wanted: list[int]) -> tuple[int, str]:
     return (free // dynamic if dynamic else 10**6), f"{free} free ports"
 
 
-def port_checks(agents: list[dict[str, Any]], app: dict[str, Any], running: int) -> list[Check]:
+def port_checks(agents: list[Agent], app: dict[str, Any], running: int) -> list[Check]:
     wanted = host_ports(app)
     if not wanted:
         return []
     need, why = instances_needed(app, running)
-    active = [a for a in agents if a.get("active", True)]
-    rooms = [(str(a.get("hostname") or a.get("id")), *_port_room(a, wanted)) for a in active]
+    active = [a for a in agents if a.active]
+    rooms = [(a.name, *_port_room(a, wanted)) for a in active]
     room = sum(fit for _, fit, _ in rooms)
     fixed = [p for p in wanted if p]
     kind = f"fixed {', '.join(map(str, fixed))}" if fixed else "any"
