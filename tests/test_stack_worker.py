@@ -221,15 +221,18 @@ def test_releases_json(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     for entry in found.values():
         assert set(entry) >= {"running", "waiting", "superseded"}
         assert entry["running"] is None
-    assert [w["run_id"] for w in found["production"]["waiting"]] == [request["run_id"]]
+    waiting = found["production"]["waiting"]
+    assert request["run_id"] in [w["run_id"] for w in waiting]
+    assert {(w["app"], w["environment"]) for w in waiting} == {("hello", "production")}
     assert found["integration"]["waiting"] == []
     superseded = found["production"]["superseded"]
     assert [(s["run_id"], s["reason"]) for s in superseded] == [(str(old.id), reason)]
 
 
 def test_cli_with_the_server_down_says_so_in_one_line(home: Path) -> None:
-    """Last in the module: it stops the server (the fixture's down is then a no-op)."""
+    """Last in the module: it stops the server and starts it again."""
     stack = LocalStack(home)
+    request = _suspended_request(stack.prefect.api_url)
     stack.down(["workers", "prefect"])
     url = stack.prefect.api_url
     for args in (
@@ -245,6 +248,12 @@ def test_cli_with_the_server_down_says_so_in_one_line(home: Path) -> None:
         assert code == 3, (args, out, err)
         assert lines == [lines[0]] and f"cannot reach the Prefect server at {url}" in lines[0], err
         assert "Traceback" not in out + err
+
+    # Back up (same database): the request that waited before the outage is listed again.
+    stack.up(["prefect"])
+    code, out, err = cli(home, "approvals", "--json")
+    assert code == 0, err
+    assert request["run_id"] in {item["run_id"] for item in json.loads(out)}
 
 
 @pytest.mark.skipif(
