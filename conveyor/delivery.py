@@ -13,6 +13,7 @@ Prefect tasks, a test its fakes, and the order and the verdicts live here once.
 from __future__ import annotations
 
 import contextlib
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from conveyor.approvals.freeze import active_freeze
@@ -20,6 +21,8 @@ from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.drivers.base import DeployedState, DeployOutcome
 from conveyor.errors import (
     ApprovalRejected,
+    ApprovalTimedOut,
+    ConfigError,
     ConveyorError,
     FreezeActive,
     HealthCheckFailed,
@@ -74,6 +77,35 @@ class EnvironmentSteps(Protocol):
 
     def rollback(self, env: EnvironmentConfig) -> DeployedState: ...
 
+    def refuse_older(
+        self, env: EnvironmentConfig, release: Release, running: DeployedState, reason: str
+    ) -> None:
+        """``OlderRelease`` if ``release`` passed the previous stage before what runs,
+        unless ``reason`` asks for it as a rollback."""
+        ...
+
+    def supersede_older(self, env: EnvironmentConfig, release: Release) -> None:
+        """End older releases still waiting for ``env``."""
+        ...
+
+    def deploy_window(self, env: EnvironmentConfig) -> AbstractContextManager[None]:
+        """Held from the pre-flight through verification: one deploy per environment."""
+        ...
+
+
+def check_auto_approve(pipeline: Pipeline, source: str, envs: list[EnvironmentConfig]) -> None:
+    """--auto-approve is refused before any work for a gate the pipeline file keeps closed,
+    however it was asked (CLI, the UI's custom run, the API)."""
+    closed = [e.name for e in envs if e.approval is not None and not e.approval.allow_auto_approve]
+    if closed:
+        raise ConfigError(
+            source,
+            [
+                f"auto_approve: refused for {', '.join(closed)}: the pipeline file does not set "
+                "approval.allow_auto_approve there; a person must approve"
+            ],
+        )
+
 
 def approval_evidence(record: ReleaseRecord) -> list[str]:
     """What the approver is shown: the scan and every environment's test results so far."""
@@ -106,7 +138,9 @@ def _approval(
     release: Release,
     record: ReleaseRecord,
     auto: bool,
+    rollback_reason: str,
 ) -> None:
+    steps.supersede_older(env, release)
     earlier = steps.earlier_approval(release, env)
     if earlier is not None:
         record.approvals.append(earlier)
@@ -114,10 +148,20 @@ def _approval(
     try:
         approval = steps.approve(env, release, approval_evidence(record), auto)
     except ApprovalRejected as exc:
-        record.approvals.append(
-            ApprovalRecord(environment=env.name, decision="reject", approver=None, comment=str(exc))
+        rejected = ApprovalRecord(
+            environment=env.name,
+            decision="timeout" if isinstance(exc, ApprovalTimedOut) else "reject",
+            approver=None,
+            comment=str(exc),
+            digest=release.digest,
         )
+        record.approvals.append(rejected)
+        steps.attach_evidence(release, "approval", env.name, rejected.model_dump(mode="json"))
         raise
+    if rollback_reason:
+        approval = approval.model_copy(
+            update={"comment": f"{approval.comment} (rollback: {rollback_reason})".strip()}
+        )
     record.approvals.append(approval)
     steps.attach_evidence(release, "approval", env.name, approval.model_dump(mode="json"))
 
@@ -130,7 +174,10 @@ def enter_environment(
     record: ReleaseRecord,
     timeline: Timeline,
     auto: bool = False,
+    rollback_reason: str = "",
 ) -> None:
+    """Proof, order and approval outside the deploy window (a wait for a person holds
+    no lock); inside it the state is read again, since another run may have deployed."""
     index = pipeline.environments.index(env)
     before = steps.current_state(env)
     already = before.runs(release)
@@ -140,29 +187,36 @@ def enter_environment(
     if index > 0:
         with timeline.stage(f"evidence {env.name}"):
             steps.require_proof(release, pipeline.environments[index - 1])
-    if env.approval is not None and not already:
-        with timeline.stage(f"approval {env.name}"):
-            _approval(steps, env, release, record, auto)
-    if env.approval is not None and env.approval.identity == "signed" and not already:
-        # What anyone can check later is checked before the first change: approval
-        # evidence in the registry that does not verify stops the release, whoever wrote it.
-        with timeline.stage(f"approval evidence {env.name}"):
-            steps.verify_approval(release, env)
     if not already:
-        with timeline.stage(f"pre-flight {env.name}"):
-            steps.preflight(env, release)
-    # The tag names what the environment runs or is rolling to: it moves once the
-    # pre-flight has passed, right before the deploy, and returns with a rollback.
-    with timeline.stage(f"promote {env.tag}"):
-        steps.tag_release(release, env)
-    with timeline.stage(f"deploy {env.name}"):
-        outcome = steps.deploy(env, release)
-    record.deployments.append(Deployment(environment=env.name, changed=outcome.changed))
-    # Only a release that ran here before can be restored: a failed first deploy fails
-    # the run on its checks, not on "no previous release to roll back to".
-    restorable = outcome.changed and before.digest is not None
-    with timeline.stage(f"verify {env.name}"):
-        _verify_or_roll_back(steps, pipeline, env, release, record, restorable=restorable)
+        steps.refuse_older(env, release, before, rollback_reason)
+        if env.approval is not None:
+            with timeline.stage(f"approval {env.name}"):
+                _approval(steps, env, release, record, auto, rollback_reason)
+        if env.approval is not None and env.approval.identity == "signed":
+            # What anyone can check later is checked before the first change: approval
+            # evidence in the registry that does not verify stops the release, whoever
+            # wrote it.
+            with timeline.stage(f"approval evidence {env.name}"):
+                steps.verify_approval(release, env)
+    with steps.deploy_window(env):
+        before = steps.current_state(env)
+        already = before.runs(release)
+        if not already:
+            steps.refuse_older(env, release, before, rollback_reason)
+            with timeline.stage(f"pre-flight {env.name}"):
+                steps.preflight(env, release)
+        # The tag names what the environment runs or is rolling to: it moves once the
+        # pre-flight has passed, right before the deploy, and returns with a rollback.
+        with timeline.stage(f"promote {env.tag}"):
+            steps.tag_release(release, env)
+        with timeline.stage(f"deploy {env.name}"):
+            outcome = steps.deploy(env, release)
+        record.deployments.append(Deployment(environment=env.name, changed=outcome.changed))
+        # Only a release that ran here before can be restored: a failed first deploy
+        # fails the run on its checks, not on "no previous release to roll back to".
+        restorable = outcome.changed and before.digest is not None
+        with timeline.stage(f"verify {env.name}"):
+            _verify_or_roll_back(steps, pipeline, env, release, record, restorable=restorable)
 
 
 def _checked(

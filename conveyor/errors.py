@@ -232,3 +232,11 @@ class RolledBack(Verdict):
 def is_transient(exc: BaseException) -> bool:
     """True when ``exc`` is worth a retry; used by every task's retry condition."""
     return isinstance(exc, ConveyorError) and exc.transient
+
+
+class ApprovalTimedOut(ApprovalRejected):
+    """Nobody decided before the request's deadline: a rejection."""
+
+
+class OlderRelease(TerminalError):
+    """A release older than the one the environment runs, not asked for as a rollback."""

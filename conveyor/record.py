@@ -14,6 +14,7 @@ def render_record(record: ReleaseRecord) -> str:
         f"- image: `{r.image}`",
         f"- revision: `{r.revision or '-'}`",
         f"- scan: {record.scan_summary or '-'}",
+        *[f"- **{note}**" for note in record.notes],
         "",
         "## Environments",
         "",
@@ -42,4 +43,16 @@ def render_record(record: ReleaseRecord) -> str:
             for a in record.approvals
         ],
     ]
+    if record.handovers:
+        lines += [
+            "",
+            "## Handed over",
+            "",
+            "| environment | promote run | deployment | work pool | at |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {h.environment} | {h.flow_run_name} (`{h.flow_run_id}`) | {h.deployment} | {h.work_pool} | {h.at:%Y-%m-%d %H:%M:%S} |"
+                for h in record.handovers
+            ],
+        ]
     return "\n".join(lines)

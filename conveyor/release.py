@@ -57,11 +57,24 @@ class Verification(BaseModel):
 
 class ApprovalRecord(BaseModel):
     environment: str
-    decision: Literal["approve", "reject", "timeout"]
+    decision: Literal["approve", "reject", "timeout", "superseded"]
     approver: str | None
     comment: str = ""
     at: dt.datetime = Field(default_factory=utcnow)
     flow_run_id: str | None = None
+    # The digest the answer named: an approval is bound to one release.
+    digest: str | None = None
+
+
+class Handover(BaseModel):
+    """Where the release went on without this run: the promote run that waits at a gate."""
+
+    environment: str
+    flow_run_id: str
+    flow_run_name: str
+    deployment: str
+    work_pool: str
+    at: dt.datetime = Field(default_factory=utcnow)
 
 
 class Deployment(BaseModel):
@@ -76,3 +89,6 @@ class ReleaseRecord(BaseModel):
     verifications: list[Verification] = Field(default_factory=list)
     approvals: list[ApprovalRecord] = Field(default_factory=list)
     deployments: list[Deployment] = Field(default_factory=list)
+    handovers: list[Handover] = Field(default_factory=list)
+    # What a person must read about where this run left the release (waiting, superseded).
+    notes: list[str] = Field(default_factory=list)

@@ -1,107 +1,362 @@
-"""The manual gate: the flow run pauses until a person on the allowlist decides.
+"""The manual gate, holding no process: Prefect's ``suspend_flow_run(wait_for_input=...)``.
 
-Prefect pauses flow runs, not tasks, so the gate runs in the flow itself. The pause
-is Prefect's own (``pause_flow_run(wait_for_input=...)``), so the UI's Resume form,
-``conveyor approve`` and ``POST /api/flow_runs/{id}/resume`` all answer it. A timeout is a rejection, and the run fails with that reason rather than lingering
-as Paused (Prefect #11414).
+While a release waits, its promote run is Suspended on the server and no flow process
+or worker slot exists for it. An answer (the UI's Resume form, ``conveyor approve`` or
+``POST /api/flow_runs/{id}/resume``) reschedules the run; a worker executes it again
+from the start, and this gate then reads the answer stored under its pause key.
+
+Every execution reads the same stored request (when it was asked, its deadline), so
+the deadline does not restart with the process. Every answer is judged as it is read
+(``conveyor.approvals.refusal``), a fresh one and one Prefect replays after a Retry
+alike; a refused one is logged and the run asks again under the next key.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
-import time
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from uuid import UUID
 
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
+from prefect import get_client
+from prefect.client.schemas.objects import FlowRunInput, StateType
+from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from pydantic import Field
 
+from conveyor.approvals import policy
+from conveyor.approvals.waiting import (
+    EXPIRED_MESSAGE,
+    MAX_COMMENT,
+    REQUEST_PREFIX,
+    WaitingRequest,
+    binding_problem,
+)
 from conveyor.config import EnvironmentConfig
-from conveyor.delivery import describe_request
-from conveyor.errors import ApprovalRejected
-from conveyor.release import ApprovalRecord, Release
+from conveyor.errors import ApprovalRejected, ApprovalTimedOut, ConfigError
+from conveyor.release import ApprovalRecord, Release, utcnow
 from tasks.runtime import logger
 
-# Prefect checks for a resume every ``poll_interval`` seconds (10 by default). Half a
-# second keeps the approval-to-next-task latency under a second even when the answer
-# comes right after a check; the cost is one read of one flow run per half second of
-# waiting, which a Prefect server serves in about a millisecond.
-POLL_INTERVAL_S = 0.5
+MAX_ASKS = 50
+FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
 
 
 class ApprovalInput(RunInput):
-    """The Resume form a person fills in, in the UI or through ``conveyor approve``."""
+    """The Resume form. The decision has no default: a person picks approve or reject."""
 
     decision: Literal["approve", "reject"] = Field(
-        description="approve lets the release into the environment; reject ends the run"
+        description="approve lets this digest into the environment; reject ends the run"
     )
     approver: str = Field(description="your name, as on the environment's approvers list")
-    comment: str = Field(default="", description="why (required to reject)")
-
-
-def _ask(description: str, remaining_s: float, attempt: int, env: str) -> ApprovalInput:
-    # Prefect types poll_interval as int but only sleeps it, so half a second works.
-    answer: ApprovalInput = pause_flow_run(  # type: ignore[call-overload]
-        wait_for_input=ApprovalInput.with_initial_data(description=description, decision="approve"),
-        timeout=max(1, math.ceil(remaining_s)),
-        poll_interval=POLL_INTERVAL_S,
-        key=f"approval-{env}-{attempt}",
+    digest: str = Field(description="the digest you decide about (prefilled: this release's)")
+    environment: str = Field(description="the environment you decide about (prefilled)")
+    comment: str = Field(
+        default="",
+        max_length=MAX_COMMENT,
+        description=f"why (required to reject); at most {MAX_COMMENT:,} characters",
     )
-    return answer
+    signature: str = Field(
+        default="",
+        description="for a gate that needs signed answers: the line `conveyor approve … --print` prints",
+    )
+
+
+def pause_prefix(env: EnvironmentConfig, release: Release) -> str:
+    return f"approval-{env.name}-{release.short}-"
+
+
+def describe_request(
+    env: EnvironmentConfig, release: Release, evidence: list[str], request: WaitingRequest
+) -> str:
+    lines = [
+        f"## Approve `{release.app}` {release.version} for **{env.name}**?",
+        "",
+        f"- digest: `{release.digest}` (the form names it; an answer naming another is refused)",
+        f"- image: `{release.image}`",
+        f"- asked at {request.since:%Y-%m-%d %H:%M:%S} UTC; no decision by "
+        f"{request.deadline:%Y-%m-%d %H:%M:%S} UTC counts as a rejection",
+        f"- approvers: {', '.join(request.approvers)}",
+        "",
+        *[f"- {line}" for line in evidence],
+        "",
+        f"Pick `approve` or `reject`, give your name and a comment (at most {MAX_COMMENT:,} "
+        "characters).",
+    ]
+    return "\n".join(lines)
+
+
+@dataclass
+class RunView:
+    """What the server holds about this run's asks: fired keys, requests, answers."""
+
+    run_id: UUID
+    fired: set[str]
+    round_start: dt.datetime
+    requests: dict[str, WaitingRequest] = field(default_factory=dict)
+    answers: dict[str, FlowRunInput] = field(default_factory=dict)
+
+    def round_deadline(self) -> dt.datetime | None:
+        """A new ask in this round keeps the round's first deadline: a refused answer
+        does not buy time."""
+        current = [r for r in self.requests.values() if r.since >= self.round_start]
+        return min((r.deadline for r in current), default=None)
+
+
+def _round_start(states: list[Any]) -> dt.datetime:
+    """When the current round of asking began: the last time the run was scheduled
+    again after it had ended (a Retry), except for our own deadline bookkeeping."""
+    start = dt.datetime.min.replace(tzinfo=dt.UTC)
+    previous = None
+    for state in sorted(states, key=lambda s: s.timestamp):
+        if (
+            state.type == StateType.SCHEDULED
+            and previous in FINAL
+            and state.message != EXPIRED_MESSAGE
+        ):
+            start = state.timestamp
+        previous = state.type
+    return start
+
+
+def _read_run(client: Any, run_id: UUID, prefix: str) -> RunView:
+    run = client.read_flow_run(run_id)
+    view = RunView(
+        run_id,
+        set(run.empirical_policy.pause_keys or ()),
+        _round_start(client.read_flow_run_states(run_id)),
+    )
+    for item in client.filter_flow_run_input(run_id, REQUEST_PREFIX + prefix, 500, set()):
+        request = WaitingRequest.from_json(item.decoded_value)
+        view.requests[request.pause_key] = request
+    for item in client.filter_flow_run_input(run_id, f"suspended-{prefix}", 500, set()):
+        if item.key.endswith("-response"):
+            view.answers[item.key.removeprefix("suspended-").removesuffix("-response")] = item
+    return view
+
+
+def _store(client: Any, request: WaitingRequest, replace: bool) -> None:
+    key = REQUEST_PREFIX + request.pause_key
+    if replace:  # an ask of an earlier round that never reached the server's pause
+        client.delete_flow_run_input(UUID(request.run_id), key)
+    client.create_flow_run_input(UUID(request.run_id), key, json.dumps(request.to_json()))
+
+
+def _timeout(env: EnvironmentConfig, request: WaitingRequest) -> ApprovalTimedOut:
+    assert env.approval is not None
+    return ApprovalTimedOut(
+        f"no decision for {env.name} within {env.approval.timeout} (asked at "
+        f"{request.since:%Y-%m-%d %H:%M:%S} UTC): a timeout counts as a rejection"
+    )
+
+
+def _policy_request(env: EnvironmentConfig, release: Release, run_id: UUID) -> policy.Request:
+    assert env.approval is not None
+    cfg = env.approval
+    return policy.Request(
+        app=release.app,
+        environment=env.name,
+        digest=release.digest,
+        run_id=str(run_id),
+        identity=cfg.identity,
+        people=policy.identities(cfg),
+        allow_self_approval=cfg.allow_self_approval,
+        valid_for=cfg.answer_validity,
+    )
+
+
+def _judge(
+    stored: FlowRunInput,
+    key: str,
+    env: EnvironmentConfig,
+    release: Release,
+    asked: policy.Request,
+    tally: policy.Tally,
+) -> None:
+    """Count the answer in ``tally``, or log why it is refused."""
+    assert env.approval is not None
+    raw = stored.decoded_value if isinstance(stored.decoded_value, dict) else {}
+    given_at = stored.created or utcnow()
+    now = utcnow()
+    why = binding_problem(
+        raw,
+        digest=release.digest,
+        environment=env.name,
+        given_at=given_at,
+        valid_for=env.approval.answer_validity,
+        now=now,
+    )
+    if why is None:
+        verdict = policy.judge(
+            asked,
+            decision=str(raw.get("decision", "")),
+            approver=str(raw.get("approver", "")),
+            comment=str(raw.get("comment", "")),
+            signature=str(raw.get("signature", "")),
+            now=now,
+        )
+        why = verdict.refusal
+        if verdict.answer is not None:
+            tally.add(verdict.answer)
+            logger().info(
+                "%s %s %s (%s) for %s (%s): %s",
+                verdict.answer.approver,
+                "approved" if verdict.answer.decision == "approve" else "rejected",
+                release.version,
+                release.digest,
+                env.name,
+                tally.progress(),
+                verdict.answer.comment,
+            )
+            return
+    logger().warning(
+        "refused the %s from %r given at %s UTC (pause %s): %s; asking again",
+        raw.get("decision") or "answer",
+        raw.get("approver"),
+        f"{given_at:%Y-%m-%d %H:%M:%S}",
+        key,
+        why,
+    )
+
+
+def _decided(
+    env: EnvironmentConfig, release: Release, tally: policy.Tally, run_id: UUID
+) -> ApprovalRecord | None:
+    rejection = tally.rejection
+    if rejection is not None:
+        raise ApprovalRejected(
+            f"{rejection.approver} rejected {release.version} ({release.short}) for "
+            f"{env.name}: {rejection.comment or 'no reason given'}"
+        )
+    if tally.outcome != "approve":
+        return None
+    last = tally.answers[-1]
+    return ApprovalRecord(
+        environment=env.name,
+        decision="approve",
+        approver=", ".join(tally.approvers),
+        comment="; ".join(a.comment for a in tally.answers if a.comment),
+        flow_run_id=str(run_id),
+        digest=release.digest,
+        at=dt.datetime.strptime(last.time, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC),
+    )
+
+
+def _new_request(
+    view: RunView, env: EnvironmentConfig, release: Release, key: str, now: dt.datetime
+) -> WaitingRequest:
+    assert env.approval is not None
+    return WaitingRequest(
+        run_id=str(view.run_id),
+        app=release.app,
+        version=release.version,
+        digest=release.digest,
+        repository=release.repository,
+        environment=env.name,
+        since=now,
+        deadline=view.round_deadline() or now + env.approval.timeout,
+        approvers=tuple(env.approval.names),
+        valid_for_s=env.approval.answer_validity.total_seconds(),
+        pause_key=key,
+    )
+
+
+def deployed_run_id() -> UUID:
+    run_id, deployment_id = flow_run.get_id(), deployment.get_id()
+    if run_id is None or deployment_id is None:
+        raise ConfigError(
+            "promote",
+            [
+                "an approval gate waits in a deployed run only (the run is suspended and "
+                "executed again by a worker): start it through the promote deployment "
+                "(`conveyor up`, or `prefect deploy --all` and a worker)"
+            ],
+        )
+    return UUID(str(run_id))
 
 
 def request_approval(
-    env: EnvironmentConfig, release: Release, evidence: list[str]
+    env: EnvironmentConfig,
+    release: Release,
+    evidence: list[str],
+    on_ask: Any = None,
 ) -> ApprovalRecord:
-    """Pause until an allowlisted person decides; return the approval or raise ``ApprovalRejected``."""
+    """The approval of an allowlisted person, or ``ApprovalRejected`` (a rejection or the
+    deadline). Suspends the run (its process exits) while nobody has answered.
+
+    ``on_ask(request)`` runs before each new suspension (the caller records the wait).
+    Called from the flow's body, never a task: Prefect suspends flow runs only.
+    """
     if env.approval is None:
         raise ValueError(f"environment {env.name} has no approval gate")
-    log = logger()
-    description = describe_request(env, release, evidence)
-    deadline = time.monotonic() + env.approval.timeout.total_seconds()
-    run_id = str(flow_run.get_id() or "")
-    for attempt in range(1, 1000):
-        remaining = deadline - time.monotonic()
-        try:
-            if remaining <= 0:
-                raise FlowPauseTimeout("approval deadline passed")
-            answer = _ask(description, remaining, attempt, env.name)
-        except FlowPauseTimeout:
-            raise ApprovalRejected(
-                f"no decision for {env.name} within {env.approval.timeout}: a timeout counts as a rejection"
-            ) from None
-        if answer.approver not in env.approval.names:
-            log.warning(
-                "refused a %s from %r: not on the approvers list of %s (%s); still waiting for a valid answer",
-                answer.decision,
-                answer.approver,
-                env.name,
-                ", ".join(env.approval.names),
-            )
+    run_id = deployed_run_id()
+    prefix = pause_prefix(env, release)
+    with get_client(sync_client=True) as client:
+        view = _read_run(client, run_id, prefix)
+    asked = _policy_request(env, release, run_id)
+    tally = policy.Tally(required=env.approval.required)
+    for n in range(1, MAX_ASKS + 1):
+        key = f"{prefix}{n}"
+        request = view.requests.get(key)
+        current = request is not None and request.since >= view.round_start
+        now = utcnow()
+        if key in view.fired:
+            if key in view.answers:
+                _judge(view.answers[key], key, env, release, asked, tally)
+                record = _decided(env, release, tally, run_id)
+                if record is not None:
+                    return record
+            elif request is not None and current and now >= request.deadline:
+                raise _timeout(env, request)
             continue
-        if answer.decision == "reject":
-            raise ApprovalRejected(
-                f"{answer.approver} rejected {release.version} for {env.name}: {answer.comment or 'no reason given'}"
-            )
-        log.info(
-            "%s approved %s for %s: %s", answer.approver, release.version, env.name, answer.comment
+        if request is None or not current:
+            stale = request is not None
+            request = _new_request(view, env, release, key, now)
+            with get_client(sync_client=True) as client:
+                _store(client, request, replace=stale)
+            view.requests[key] = request
+        if now >= request.deadline:
+            raise _timeout(env, request)
+        if on_ask is not None:
+            on_ask(request)
+        _suspend(
+            env, release, evidence, request, math.ceil((request.deadline - now).total_seconds())
         )
-        return ApprovalRecord(
-            environment=env.name,
-            decision="approve",
-            approver=answer.approver,
-            comment=answer.comment,
-            flow_run_id=run_id,
-        )
-    raise ApprovalRejected(f"too many refused answers for {env.name}")
+        # Only reached when the server says this key fired already (a race with
+        # another execution): read again what it holds.
+        with get_client(sync_client=True) as client:
+            view = _read_run(client, run_id, prefix)
+    raise ApprovalRejected(f"{MAX_ASKS} answers for {env.name} were refused; asking no more")
+
+
+def _suspend(
+    env: EnvironmentConfig,
+    release: Release,
+    evidence: list[str],
+    request: WaitingRequest,
+    timeout_s: int,
+) -> None:
+    logger().info(
+        "waiting for a decision on %s (%s) for %s until %s UTC; no process waits meanwhile",
+        release.version,
+        release.digest,
+        env.name,
+        f"{request.deadline:%Y-%m-%d %H:%M:%S}",
+    )
+    form = ApprovalInput.with_initial_data(
+        description=describe_request(env, release, evidence, request),
+        digest=release.digest,
+        environment=env.name,
+    )
+    suspend_flow_run(wait_for_input=form, timeout=max(1, timeout_s), key=request.pause_key)
 
 
 def auto_approve(env: EnvironmentConfig, release: Release) -> ApprovalRecord:
     """Demo only: nobody looked at this release. Said loudly in the log and the record."""
     logger().warning(
-        "AUTO-APPROVED %s for %s WITHOUT A PERSON (--auto-approve is for the local demo only)",
+        "AUTO-APPROVED %s for %s WITHOUT A PERSON (allowed by this pipeline file only)",
         release.version,
         env.name,
     )
@@ -111,4 +366,5 @@ def auto_approve(env: EnvironmentConfig, release: Release) -> ApprovalRecord:
         approver=None,
         comment="AUTO-APPROVED for the demo: no person reviewed this release",
         flow_run_id=str(flow_run.get_id() or ""),
+        digest=release.digest,
     )

@@ -3,23 +3,31 @@ release into one environment (a step of the flows, not a flow of its own)."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
+from prefect.runtime import deployment
+
+from conveyor.approvals.waiting import WaitingRequest
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.delivery import enter_environment as deliver
 from conveyor.drivers.base import DeployedState, DeployOutcome
 from conveyor.release import ApprovalRecord, Release, ReleaseRecord, Verification
 from conveyor.timeline import Timeline
 from flows.approval_gate import auto_approve, request_approval
-from tasks import deploy, evidence, preflight, promote, rollback, verify
+from tasks import deploy, evidence, lock, ordering, preflight, promote, rollback, verify
+from tasks.approval_deadline import ensure_deadline_automation
+from tasks.record import publish_record
 
 
 class TaskSteps:
     """Each step is one Prefect task run (retries, logs, artifacts); the approval is the
-    flow run's own pause."""
+    flow run's own suspension, the deploy window a global concurrency limit."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, record: ReleaseRecord, timeline: Timeline) -> None:
         self.pipeline = pipeline
+        self.record = record
+        self.timeline = timeline
 
     def current_state(self, env: EnvironmentConfig) -> DeployedState:
         return deploy.current_state(self.pipeline, env)
@@ -33,7 +41,19 @@ class TaskSteps:
     def approve(
         self, env: EnvironmentConfig, release: Release, lines: list[str], auto: bool
     ) -> ApprovalRecord:
-        return auto_approve(env, release) if auto else request_approval(env, release, lines)
+        if auto:
+            return auto_approve(env, release)
+        return request_approval(env, release, lines, on_ask=self._waiting)
+
+    def _waiting(self, request: WaitingRequest) -> None:
+        """Before the run suspends: the release record says where and since when it waits."""
+        ensure_deadline_automation(str(deployment.get_id()))
+        self.record.notes.append(
+            f"waits for approval to enter {request.environment} since "
+            f"{request.since:%Y-%m-%d %H:%M:%S} UTC (until {request.deadline:%Y-%m-%d %H:%M:%S} "
+            f"UTC; approvers: {', '.join(request.approvers)})"
+        )
+        publish_record(self.pipeline, self.record, self.timeline)
 
     def attach_evidence(
         self, release: Release, kind: str, environment: str, payload: dict[str, Any]
@@ -58,6 +78,17 @@ class TaskSteps:
     def rollback(self, env: EnvironmentConfig) -> DeployedState:
         return rollback.rollback(self.pipeline, env)
 
+    def refuse_older(
+        self, env: EnvironmentConfig, release: Release, running: DeployedState, reason: str
+    ) -> None:
+        ordering.refuse_older(self.pipeline, env, release, running, reason)
+
+    def supersede_older(self, env: EnvironmentConfig, release: Release) -> None:
+        ordering.supersede_older(self.pipeline, env, release)
+
+    def deploy_window(self, env: EnvironmentConfig) -> AbstractContextManager[None]:
+        return lock.deploy_window(self.pipeline, env)
+
 
 def enter_environment(
     pipeline: Pipeline,
@@ -66,5 +97,7 @@ def enter_environment(
     record: ReleaseRecord,
     timeline: Timeline,
     auto: bool = False,
+    rollback_reason: str = "",
 ) -> None:
-    deliver(TaskSteps(pipeline), pipeline, env, release, record, timeline, auto)
+    steps = TaskSteps(pipeline, record, timeline)
+    deliver(steps, pipeline, env, release, record, timeline, auto, rollback_reason)

@@ -1,16 +1,41 @@
-"""``promote``: approval, promotion and deploy of a given digest into one environment."""
+"""``promote``: a given digest into one environment, then on through the ones after it.
+
+It checks the previous environment's evidence, waits for the approval (suspended, no
+process), deploys inside the environment's deploy window, and hands over again at the
+next gated environment. A rollback to an older release is asked for as one, with a
+reason that is recorded with the approval.
+"""
 
 from __future__ import annotations
 
 from prefect import flow
 
+from conveyor.config import Pipeline
+from conveyor.delivery import check_auto_approve
+from conveyor.errors import ConfigError
 from conveyor.release import ReleaseRecord
 from conveyor.timeline import Timeline
 from flows.environment_steps import enter_environment
+from flows.handover import continue_from
+from tasks.handover import check_placement
 from tasks.pipeline_file import validate_pipeline
 from tasks.push import find_release
 from tasks.record import publish_record
 from tasks.runtime import run_connections
+
+
+def _checked(
+    pipeline: str, environment: str, auto_approve: bool, older: bool, reason: str
+) -> tuple[Pipeline, int]:
+    """Everything refusable is refused here, before any work."""
+    config = validate_pipeline(pipeline)
+    index = config.environments.index(config.environment(environment))
+    if older and not reason.strip():
+        raise ConfigError(pipeline, ["reason: a rollback to an older release needs a reason"])
+    if auto_approve:
+        check_auto_approve(config, pipeline, config.environments[index:])
+    check_placement(config, pipeline, first=index + 1)
+    return config, index
 
 
 @flow(name="promote", persist_result=False)
@@ -19,20 +44,29 @@ def promote(
     pipeline: str = "deployments/local.yaml",
     environment: str = "production",
     auto_approve: bool = False,
+    older: bool = False,
+    reason: str = "",
 ) -> str:
-    """Take an already pushed and tested ``digest`` into ``environment``.
+    """Take an already pushed and tested ``digest`` into ``environment`` and beyond.
 
-    The digest must carry passing evidence from the environment before this one;
-    the evidence check refuses it otherwise, however the run was started.
+    The digest must carry passing evidence from the environment before this one; the
+    evidence check refuses it otherwise, however the run was started. ``older`` with a
+    ``reason`` lets in a release older than the one the environment runs (a rollback).
     """
-    config = validate_pipeline(pipeline)
-    env = config.environment(environment)
+    config, index = _checked(pipeline, environment, auto_approve, older, reason)
     timeline = Timeline()
+    rollback_reason = reason.strip() if older else ""
     with run_connections(config):
         release = find_release(config, digest)
         record = ReleaseRecord(release=release)
         try:
-            enter_environment(config, env, release, record, timeline, auto=auto_approve)
-        finally:
+            env = config.environments[index]
+            enter_environment(config, env, release, record, timeline, auto_approve, rollback_reason)
+            where = continue_from(
+                config, pipeline, index + 1, release, record, timeline, auto_approve
+            )
+        except Exception:
             publish_record(config, record, timeline)
-    return release.image
+            raise
+        publish_record(config, record, timeline)
+    return where

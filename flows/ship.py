@@ -1,13 +1,19 @@
-"""``ship``: the whole path, from the source in the pipeline file to production."""
+"""``ship``: the source through build, scan, push and every environment without a gate.
+
+At the first gated environment it hands the release over to a ``promote`` run there
+(not awaited) and ends Completed, saying where the release waits.
+"""
 
 from __future__ import annotations
 
 from prefect import flow
 
+from conveyor.delivery import check_auto_approve
 from conveyor.release import ReleaseRecord
 from conveyor.timeline import Timeline
 from flows.build_scan_push import build_scan_push
-from flows.environment_steps import enter_environment
+from flows.handover import continue_from
+from tasks.handover import check_placement
 from tasks.pipeline_file import validate_pipeline
 from tasks.record import publish_record
 from tasks.runtime import run_connections
@@ -19,19 +25,22 @@ def ship(
     auto_approve: bool = False,
     version: str | None = None,
 ) -> str:
-    """Build, scan and push the app, then take its digest through every environment.
+    """Build, scan and push the app, then take its digest as far as the first gate.
 
-    ``auto_approve`` skips the approval gates: for the local demo only, and said so
-    in the log and the release record.
+    ``auto_approve`` is honoured only where the pipeline file allows it (the demo's).
     """
     config = validate_pipeline(pipeline)
+    if auto_approve:
+        check_auto_approve(config, pipeline, config.environments)
+    check_placement(config, pipeline)
     timeline = Timeline()
     with run_connections(config):
         scan, release = build_scan_push(config, version, timeline)
         record = ReleaseRecord(release=release, scan_summary=scan.summary)
         try:
-            for env in config.environments:
-                enter_environment(config, env, release, record, timeline, auto=auto_approve)
-        finally:
+            where = continue_from(config, pipeline, 0, release, record, timeline, auto_approve)
+        except Exception:
             publish_record(config, record, timeline)
-    return release.image
+            raise
+        publish_record(config, record, timeline)
+    return where

@@ -124,6 +124,33 @@ class PrefectApi:
         run_input = {"decision": decision, "approver": approver, "comment": comment}
         return dict(self._post(f"/flow_runs/{run_id}/resume", {"run_input": run_input}))
 
+    def run_deployment(self, name: str, parameters: dict[str, Any]) -> str:
+        """Start a run of deployment ``flow/name``, as the UI's Run button does."""
+        response = self.http.get(f"/deployments/name/{name}")
+        response.raise_for_status()
+        run = self._post(
+            f"/deployments/{response.json()['id']}/create_flow_run", {"parameters": parameters}
+        )
+        return str(run["id"])
+
+    def resume_bound(
+        self,
+        run_id: str,
+        decision: str,
+        approver: str,
+        digest: str,
+        environment: str,
+        comment: str = "",
+    ) -> dict[str, Any]:
+        run_input = {
+            "decision": decision,
+            "approver": approver,
+            "digest": digest,
+            "environment": environment,
+            "comment": comment,
+        }
+        return dict(self._post(f"/flow_runs/{run_id}/resume", {"run_input": run_input}))
+
     def logs(self, run_id: str) -> list[str]:
         """Every log line of the run and its task runs, paged."""
         lines: list[str] = []
@@ -458,3 +485,94 @@ def conveyor(
 
 def served_version(port: int) -> str:
     return httpx.get(f"http://127.0.0.1:{port}/version", timeout=5).text.strip()
+
+
+# --- deployments and a process worker -------------------------------------------------
+
+POOL = "conveyor"
+
+
+def deploy_all(stack: Stack, log: Path) -> None:
+    """What a team runs once: the work pool, then every deployment in prefect.yaml."""
+    env = stack.env(CONVEYOR_CHECKOUT=str(REPO))
+    prefect = [sys.executable, "-m", "prefect"]
+    subprocess.run(
+        [*prefect, "work-pool", "create", POOL, "--type", "process", "--overwrite"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    with log.open("wb") as out:
+        subprocess.run(
+            [*prefect, "--no-prompt", "deploy", "--all"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+            check=True,
+        )
+
+
+def processes_of_run(run_id: str) -> list[int]:
+    """Pids of every process of ours that executes ``run_id`` (Prefect puts the id in
+    the flow process's environment)."""
+    needle = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+class Worker:
+    """``prefect worker start --pool conveyor``, polling every second."""
+
+    def __init__(self, stack: Stack, log: Path) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL],
+                cwd=REPO,
+                env=stack.env(
+                    PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="1"
+                ),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def flow_processes(self) -> list[int]:
+        return descendants(self.proc.pid)
+
+    def kill(self) -> None:
+        """SIGKILL the worker and every flow process it started, each by its pid."""
+        for pid in [*self.flow_processes(), self.proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()

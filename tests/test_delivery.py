@@ -3,6 +3,8 @@ registry: the order of the steps and the verdicts, without Prefect or a cluster.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +170,20 @@ class FakeSteps:
         self.calls.append(f"rollback {env.name}")
         return self.drivers[env.name].rollback()
 
+    # Ordering, superseding and the deploy window are tested against a real server
+    # (test_pipeline_durable); here they must only leave the branches as they are.
+    def refuse_older(
+        self, env: EnvironmentConfig, release: Release, running: DeployedState, reason: str
+    ) -> None:
+        pass
+
+    def supersede_older(self, env: EnvironmentConfig, release: Release) -> None:
+        pass
+
+    @contextmanager
+    def deploy_window(self, env: EnvironmentConfig) -> Iterator[None]:
+        yield
+
 
 def _pipeline(tmp_path: Path) -> Pipeline:
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
@@ -310,12 +326,12 @@ CASES = {
         raises=IntegrationTestsFailed,
         calls=(*INTO_INTEGRATION, "verify integration", "attach tests integration"),
     ),
-    "a rejected approval stops before the tag and the deploy": Case(
+    "a rejected approval stops before the tag and the deploy, and is kept with the image": Case(
         "production",
         runs="old",
         answer="reject",
         raises=ApprovalRejected,
-        calls=(*PROOF, "approve production"),
+        calls=(*PROOF, "approve production", "attach approval production"),
         runs_after="old",
         approvals=("reject",),
         tag_after="old",

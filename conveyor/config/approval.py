@@ -61,6 +61,15 @@ class ApprovalConfig(StrictModel):
     timeout: Duration = dt.timedelta(hours=24)
     notify: NotifyConfig | None = None
     remind_every: Duration | None = None
+    # How old an answer may be when a run acts on it (a replay after a Retry, say);
+    # unset means the timeout.
+    valid_for: Duration | None = None
+    # Only the demo's file sets this: --auto-approve is refused for every other gate.
+    allow_auto_approve: bool = False
+
+    @property
+    def answer_validity(self) -> dt.timedelta:
+        return self.valid_for if self.valid_for is not None else self.timeout
 
     @property
     def names(self) -> list[str]:
@@ -89,6 +98,8 @@ class ApprovalConfig(StrictModel):
             raise ValueError("remind_every must be at least 10s")
         if self.remind_every is not None and self.notify is None:
             raise ValueError("remind_every needs notify: {block: NAME} to remind through")
+        if self.valid_for is not None and self.valid_for <= dt.timedelta(0):
+            raise ValueError("valid_for must be positive")
         return self
 
 

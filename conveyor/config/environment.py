@@ -33,6 +33,15 @@ class TestsConfig(StrictModel):
     command_timeout_s: float = Field(default=300, gt=0)
 
 
+class RunsOn(StrictModel):
+    """Where this environment's promote run executes: a worker that reaches its cluster."""
+
+    work_pool: str = Field(default="conveyor", min_length=1)
+    work_queue: str | None = None
+    # The deployment of the ``promote`` flow on that pool (prefect.yaml declares it).
+    deployment: str = Field(default="promote", min_length=1)
+
+
 class EnvironmentConfig(StrictModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     description: str = ""
@@ -48,6 +57,7 @@ class EnvironmentConfig(StrictModel):
     preflight: PreflightConfig = Field(default_factory=PreflightConfig)
     # Return to the previous release when verification fails after a change.
     rollback_on_failure: bool = True
+    runs_on: RunsOn = Field(default_factory=RunsOn)
 
     @model_validator(mode="after")
     def _approval_has_timeout(self) -> EnvironmentConfig:
