@@ -56,12 +56,13 @@ def earlier_approval(
     """An approval of this digest for ``env`` that an earlier run recorded with the image.
 
     A rerun after a crash between approval and deploy goes on with it instead of asking
-    again. Only approvers still on the environment's list count, and only within the
-    approval timeout: a release that comes back later is looked at again.
+    again. Only approvers still on the environment's list count, and only within
+    ``approval.valid_for`` (default the timeout): a release that comes back later is
+    looked at again.
     """
     if env.approval is None:
         return None
-    allowed, window = env.approval.names, env.approval.timeout
+    allowed, window = env.approval.names, env.approval.answer_validity
     found = evidence.read_evidence(
         connections.registry(), release.repository, release.digest, ("approval",)
     )

@@ -194,9 +194,25 @@ def promote(
     deployment: Annotated[
         str, typer.Option(help="the promote deployment (the environment's runs_on.deployment)")
     ] = "promote",
+    older: Annotated[
+        bool,
+        typer.Option(help="a rollback: let in a release older than the one the environment runs"),
+    ] = False,
+    reason: Annotated[
+        str, typer.Option(help="why the older release (required with --older; recorded)")
+    ] = "",
 ) -> None:
     """Approval, promotion and deploy of a given digest (the run waits for approval)."""
-    params = {"digest": digest, "pipeline": str(pipeline), "environment": environment}
+    if older and not reason.strip():
+        err.print("--older needs --reason TEXT: a rollback is recorded with why", markup=False)
+        raise typer.Exit(2)
+    params: dict[str, Any] = {
+        "digest": digest,
+        "pipeline": str(pipeline),
+        "environment": environment,
+    }
+    if older:
+        params.update(older=True, reason=reason)
     _run(f"promote/{deployment}", params, follow_handovers=True)
 
 
