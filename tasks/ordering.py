@@ -32,7 +32,7 @@ from conveyor.clients.registry import RegistryClient
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.drivers.base import DeployedState
 from conveyor.errors import OlderRelease
-from conveyor.proof import test_kind
+from conveyor.proof import results_kind as test_kind
 from conveyor.release import Release, utcnow
 from tasks.runtime import connections, logger, pipeline_task
 

@@ -317,9 +317,14 @@ class App:
 
     def local_tags(self) -> list[str]:
         prefix = f"{self.stack.registry.address}/{self.repository}:"
-        return [
-            t for image in self.docker.images.list() for t in image.tags if t.startswith(prefix)
-        ]
+        # Other runs on the shared engine remove images while docker-py inspects the list.
+        for _ in range(5):
+            try:
+                images = self.docker.images.list()
+            except docker.errors.NotFound:
+                continue
+            return [t for image in images for t in image.tags if t.startswith(prefix)]
+        return []
 
     def clean(self) -> None:
         for container in self.docker.containers.list(

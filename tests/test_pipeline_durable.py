@@ -277,18 +277,17 @@ def test_auto_approve_is_refused_where_the_file_does_not_allow_it(
     assert "read environment" not in names
 
 
-def test_an_unknown_work_pool_is_one_clear_line(
-    durable: Durable, stack: Stack, tmp_path: Path
-) -> None:
+def test_an_unknown_work_pool_is_one_clear_line(durable: Durable, stack: Stack) -> None:
     data: dict[str, Any] = pipeline_data(durable.app)
     data["environments"][1]["runs_on"] = {"work_pool": "on-premises"}
-    pipeline = write_pipeline(tmp_path / "pool.yaml", data)
+    pipeline = write_pipeline(durable.root / "pool.yaml", data)
     run = stack.api.run_deployment("ship/ship", {"pipeline": str(pipeline)})
-    stack.api.wait_state(run, ENDED, timeout=120)
-    lines = [
-        line for line in stack.api.logs(run) if "work pool 'on-premises' does not exist" in line
-    ]
-    assert lines, stack.api.logs(run)[-10:]
+    state = stack.api.wait_state(run, ENDED, timeout=120)
+    assert state["type"] == "FAILED"
+    line = _wait_log(stack, run, "work pool 'on-premises' does not exist")
     assert re.search(
-        r"environments\[1\]\.runs_on\.work_pool: work pool 'on-premises' does not exist", lines[0]
-    )
+        r"environments\[1\]\.runs_on\.work_pool: work pool 'on-premises' does not exist", line
+    ), line
+    # Refused before any work: no build ran.
+    names = {t["name"].rsplit("-", 1)[0] for t in stack.api.task_runs(run)}
+    assert "build" not in names, names
