@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from conveyor.config.app import AppConfig
 from conveyor.config.approval import ApprovalConfig, Approver, FreezeWindow, NotifyConfig
@@ -30,6 +30,12 @@ from conveyor.config.paths import AllowedRoots
 from conveyor.config.preflight import AgentVmSelector, PreflightConfig, VSphereConfig
 from conveyor.config.registry import AcrConfig, RegistryConfig
 from conveyor.config.scan import IgnoreEntry, ScanPolicy, TrivyDbConfig
+from conveyor.config.services import (
+    ServiceConfig,
+    ServiceEnvironment,
+    dependency_order,
+    service_problems,
+)
 from conveyor.config.yaml_doc import DocumentRefused, read_document
 from conveyor.errors import ConfigError
 
@@ -55,6 +61,8 @@ __all__ = [
     "RegistryConfig",
     "ScanPolicy",
     "SecretRef",
+    "ServiceConfig",
+    "ServiceEnvironment",
     "TestsConfig",
     "TrivyDbConfig",
     "VSphereConfig",
@@ -65,10 +73,50 @@ __all__ = [
 
 
 class Pipeline(StrictModel):
-    app: AppConfig
+    # The single-app form; ``services`` names several. Exactly one of them is given.
+    single_app: AppConfig | None = Field(default=None, alias="app")
+    services: list[ServiceConfig] = Field(default_factory=list)
+    # The release's name (Marathon group, artifact keys); default: the single app's name.
+    name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     registry: RegistryConfig
     scan: ScanPolicy = Field(default_factory=ScanPolicy)
     environments: list[EnvironmentConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Pipeline:
+        if self.single_app is not None and self.services:
+            raise ValueError("give either 'app' (one service) or 'services' (a list), not both")
+        return self
+
+    @property
+    def app(self) -> AppConfig:
+        """The one app of a single-service release, for the steps that handle one."""
+        if self.single_app is not None:
+            return self.single_app
+        if len(self.services) == 1:
+            return self.services[0]
+        raise ConfigError(
+            "pipeline",
+            [f"services: this step handles one app; the file names {len(self.services)}"],
+        )
+
+    @property
+    def release_name(self) -> str:
+        return self.name or self.app.name
+
+    @property
+    def members(self) -> list[ServiceConfig]:
+        """Every service, dependencies first; the single-app form is a release of one."""
+        if self.single_app is not None:
+            return [ServiceConfig.of_app(self.single_app)]
+        return dependency_order(self.services)
+
+    def repository_of(self, service: ServiceConfig) -> str:
+        if service.repository:
+            return service.repository
+        if self.single_app is not None:
+            return self.registry.repository
+        return f"{self.registry.repository}/{service.name}"
 
     def environment(self, name: str) -> EnvironmentConfig:
         for env in self.environments:
@@ -137,16 +185,23 @@ def parse_pipeline(
     """
     if not isinstance(data, dict):
         raise ConfigError(
-            source, ["(top level): expected a mapping with app, registry, environments"]
+            source,
+            ["(top level): expected a mapping with app (or services), registry, environments"],
         )
+    missing = []
+    if data.get("app") is None and not data.get("services"):
+        missing = ["app: required field is missing (or 'services', a list of services)"]
     _resolve_paths(data, base)
     try:
         pipeline = Pipeline.model_validate(data)
     except ValidationError as exc:
         lines = [f"{_field_path(e['loc'])}: {_describe(e)}" for e in exc.errors()]
-        raise ConfigError(source, lines) from None
+        raise ConfigError(source, missing + lines) from None
+    if missing:
+        raise ConfigError(source, missing)
     roots = roots or AllowedRoots.for_file(base / source)
-    problems = consistency_problems(pipeline) + file_problems(pipeline, roots)
+    problems = consistency_problems(pipeline) + service_problems(pipeline)
+    problems += file_problems(pipeline, roots)
     if problems:
         raise ConfigError(source, problems)
     return pipeline

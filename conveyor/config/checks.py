@@ -65,19 +65,36 @@ def _template_problem(field: str, path: Path) -> str | None:
 
 
 def _app_problems(p: Pipeline, roots: AllowedRoots) -> list[str]:
-    context = p.app.context
-    outside = roots.outside_repository("app.context", context, "build contexts")
+    if p.single_app is not None:
+        return _context_problems("app", p.single_app.context, p.single_app.dockerfile, roots)
+    problems: list[str] = []
+    for i, s in enumerate(p.services):
+        problems += _context_problems(f"services[{i}]", s.context, s.dockerfile, roots)
+        for env, settings in s.environments.items():
+            if settings.app_template is not None:
+                field = f"services[{i}].environments.{env}.app_template"
+                template = settings.app_template
+                problem = roots.outside_repository(field, template, "app templates")
+                problem = problem or _template_problem(field, template)
+                if problem:
+                    problems.append(problem)
+    return problems
+
+
+def _context_problems(
+    prefix: str, context: Path, dockerfile: Path, roots: AllowedRoots
+) -> list[str]:
+    outside = roots.outside_repository(f"{prefix}.context", context, "build contexts")
     if outside:
         return [outside]
     if not context.is_dir():
-        return [f"app.context: directory not found: {context}"]
-    dockerfile = p.app.dockerfile
+        return [f"{prefix}.context: directory not found: {context}"]
     dockerfile = Path(os.path.normpath(context / dockerfile))
-    outside = roots.outside_repository("app.dockerfile", dockerfile, "Dockerfiles")
+    outside = roots.outside_repository(f"{prefix}.dockerfile", dockerfile, "Dockerfiles")
     if outside:
         return [outside]
     if not dockerfile.is_file():
-        return [f"app.dockerfile: file not found: {dockerfile}"]
+        return [f"{prefix}.dockerfile: file not found: {dockerfile}"]
     return []
 
 
