@@ -1,0 +1,191 @@
+"""A release of several services: one immutable set of digests, moved as one.
+
+Its ID is derived from its content alone (sha256 over the sorted ``service=digest``
+lines), as Kargo derives a Freight's ID, so the same images are the same release
+whoever assembles them. It is recorded in the registry as an OCI image index in the
+pipeline's own repository whose entries are the members' manifests, each annotated
+``org.opencontainers.image.ref.name = service``; evidence attaches to the index's
+digest as to any image's. The registry only accepts an index whose children it holds
+in the same repository, so each member's manifest is mounted there first (blobs by
+cross-repository mount, no layer bytes move).
+
+Promotion moves an environment's tag on every member and then on the index, all or
+nothing: it reads every previous tag value before writing, and on a failure it puts
+each tag it already moved back on the manifest it named before (the bytes read
+up front), so no environment is left half-tagged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict
+
+from conveyor.clients.registry import OCI_INDEX, Manifest, RegistryClient
+from conveyor.errors import ConveyorError, PushFailed
+from conveyor.promotion import TagPolicy, _Copier
+from conveyor.release import Release
+
+log = logging.getLogger(__name__)
+
+RELEASE_ARTIFACT_TYPE = "application/vnd.conveyor.release.v1+json"
+REF_NAME = "org.opencontainers.image.ref.name"
+
+
+class ReleaseSet(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    registry: str
+    repository: str  # where the release artifact (the index) lives
+    version: str
+    revision: str | None = None
+    members: tuple[Release, ...]
+
+    @property
+    def id(self) -> str:
+        lines = sorted(f"{m.app}={m.digest}" for m in self.members)
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+    def member(self, service: str) -> Release:
+        for m in self.members:
+            if m.app == service:
+                return m
+        raise KeyError(service)
+
+
+@dataclass(frozen=True)
+class RecordedRelease:
+    release: ReleaseSet
+    digest: str  # the index's digest: the release artifact
+
+
+def index_document(release: ReleaseSet, manifests: dict[str, Manifest]) -> bytes:
+    """The release's index; byte-stable for the same content (sorted, compact)."""
+    entries = []
+    for m in sorted(release.members, key=lambda r: r.app):
+        d = manifests[m.app].descriptor()
+        d["annotations"] = {REF_NAME: m.app, "dev.conveyor.repository": m.repository}
+        entries.append(d)
+    annotations = {
+        "dev.conveyor.release.id": release.id,
+        "dev.conveyor.release.name": release.name,
+        "org.opencontainers.image.version": release.version,
+    }
+    if release.revision:
+        annotations["org.opencontainers.image.revision"] = release.revision
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "artifactType": RELEASE_ARTIFACT_TYPE,
+        "manifests": entries,
+        "annotations": annotations,
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def record_release(client: RegistryClient, release: ReleaseSet) -> RecordedRelease:
+    """Put the release index (and the members it names) into the release repository,
+    tagged with the release version. Idempotent: the same content is the same digest."""
+    manifests: dict[str, Manifest] = {}
+    for m in release.members:
+        manifest = client.get_manifest(m.repository, m.digest)
+        if m.repository != release.repository:
+            copier = _Copier(client, m.repository, client, release.repository)
+            copier.manifest(manifest)
+            client.put_manifest(release.repository, m.digest, manifest.data, manifest.media_type)
+        manifests[m.app] = manifest
+    data = index_document(release, manifests)
+    policy = TagPolicy(frozenset())
+    digest = client.put_manifest(
+        release.repository, f"sha256:{hashlib.sha256(data).hexdigest()}", data, OCI_INDEX
+    )
+    policy.check(client, release.repository, release.version, digest)
+    client.put_manifest(release.repository, release.version, data, OCI_INDEX)
+    return RecordedRelease(release, digest)
+
+
+def read_release(client: RegistryClient, repository: str, reference: str) -> dict[str, str]:
+    """service → digest, as the release artifact at ``reference`` lists them."""
+    body = client.get_manifest(repository, reference).json
+    return {e["annotations"][REF_NAME]: e["digest"] for e in body.get("manifests") or []}
+
+
+@dataclass
+class _Tag:
+    repository: str
+    digest: str
+    data: bytes
+    media_type: str
+    previous: Manifest | None = None
+
+
+@dataclass
+class SetPromotion:
+    tag: str
+    changed: list[str] = field(default_factory=list)  # repositories whose tag moved
+
+
+class HalfTagged(ConveyorError):
+    """A restore after a failed promotion could not put every tag back."""
+
+
+def promote_set(
+    client: RegistryClient, recorded: RecordedRelease, tag: str, *, policy: TagPolicy
+) -> SetPromotion:
+    """Move ``tag`` to every member and then to the release artifact, or to none."""
+    plan = [_Tag(m.repository, m.digest, b"", "") for m in recorded.release.members]
+    plan.append(_Tag(recorded.release.repository, recorded.digest, b"", ""))
+    for t in plan:
+        before = policy.check(client, t.repository, tag, t.digest)
+        if before is not None and before != t.digest:
+            t.previous = client.get_manifest(t.repository, before)
+        if before != t.digest:
+            target = client.get_manifest(t.repository, t.digest)
+            t.data, t.media_type = target.data, target.media_type
+    result = SetPromotion(tag)
+    written: list[_Tag] = []
+    try:
+        for t in plan:
+            if not t.data:
+                continue
+            written.append(t)
+            client.put_manifest(t.repository, tag, t.data, t.media_type)
+            result.changed.append(t.repository)
+    except ConveyorError as exc:
+        raise _restore(client, tag, written, exc) from exc
+    log.info(
+        "promoted release %s to %s (%d tags moved)",
+        recorded.release.id[:12],
+        tag,
+        len(result.changed),
+    )
+    return result
+
+
+def _restore(
+    client: RegistryClient, tag: str, written: list[_Tag], cause: ConveyorError
+) -> ConveyorError:
+    left: list[str] = []
+    for t in reversed(written):
+        try:
+            now = client.resolve(t.repository, tag)
+            if now is None or now == (t.previous.digest if t.previous else None):
+                continue  # the PUT that failed did not move this one
+            if t.previous is not None:
+                client.put_manifest(t.repository, tag, t.previous.data, t.previous.media_type)
+            else:
+                # Distribution 2.x cannot remove a tag alone; a tag that did not exist
+                # before is reported rather than deleted with its manifest's other tags.
+                left.append(f"{t.repository}:{tag} (new; cannot be untagged)")
+        except ConveyorError as exc:
+            left.append(f"{t.repository}:{tag} ({exc})")
+    if left:
+        return HalfTagged(
+            f"promotion to {tag} failed ({cause}) and these tags could not be restored: "
+            + ", ".join(left)
+        )
+    return PushFailed(f"promotion to {tag} failed and every tag was put back: {cause}")

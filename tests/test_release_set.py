@@ -1,0 +1,94 @@
+"""A release of three services on a real registry: its ID is its content, its artifact is
+an index listing the members' digests by service, and promotion moves an environment's
+tag on every member or, when the registry refuses one, on none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conveyor.clients.registry import RegistryClient
+from conveyor.errors import PushFailed
+from conveyor.localstack.registry import RegistryServer
+from conveyor.promotion import TagPolicy
+from conveyor.release import Release
+from conveyor.release_set import ReleaseSet, promote_set, read_release, record_release
+from tests.fault_proxy import Fault, FaultProxy
+from tests.registry_support import need_registry, push_image, random_layer
+
+SERVICES = ("worker", "api", "front")
+TAG = "production-ready"
+POLICY = TagPolicy(frozenset({"integration-ready", TAG}))
+
+
+def _release(client: RegistryClient, version: str) -> ReleaseSet:
+    members = []
+    for name in SERVICES:
+        repo = f"conveyor/shop/{name}"
+        digest = push_image(client, repo, None, [random_layer(1024)])
+        members.append(
+            Release(app=name, registry="r", repository=repo, digest=digest, version=version)
+        )
+    return ReleaseSet(
+        name="shop",
+        registry="r",
+        repository="conveyor/shop",
+        version=version,
+        members=tuple(members),
+    )
+
+
+def _tags(client: RegistryClient, release: ReleaseSet) -> dict[str, str | None]:
+    repos = [m.repository for m in release.members] + [release.repository]
+    return {repo: client.resolve(repo, TAG) for repo in repos}
+
+
+def test_the_release_id_is_its_content_and_its_artifact_lists_every_member(
+    tmp_path: Path,
+) -> None:
+    need_registry()
+    with RegistryServer(tmp_path / "registry") as server, RegistryClient(server.url) as client:
+        release = _release(client, "1.0.0")
+        reordered = release.model_copy(update={"members": release.members[::-1], "version": "x"})
+        assert reordered.id == release.id
+        recorded = record_release(client, release)
+        assert recorded.digest == record_release(client, release).digest
+        assert client.resolve("conveyor/shop", "1.0.0") == recorded.digest
+        assert read_release(client, "conveyor/shop", "1.0.0") == {
+            m.app: m.digest for m in release.members
+        }
+
+
+def test_a_member_the_registry_refuses_leaves_no_tag_moved(tmp_path: Path) -> None:
+    need_registry()
+    with (
+        RegistryServer(tmp_path / "registry") as server,
+        FaultProxy(("127.0.0.1", server.port)) as proxy,
+        RegistryClient(proxy.url) as client,
+    ):
+        old = record_release(client, _release(client, "1.0.0"))
+        promote_set(client, old, TAG, policy=POLICY)
+        before = _tags(client, old.release)
+        assert set(before.values()) >= {m.digest for m in old.release.members}
+
+        new = record_release(client, _release(client, "1.1.0"))
+        # The second member's tag cannot be written.
+        mark = len(proxy.seen)
+        proxy.add(Fault("PUT", f"/v2/conveyor/shop/api/manifests/{TAG}$", status=403))
+        with pytest.raises(PushFailed, match="every tag was put back"):
+            promote_set(client, new, TAG, policy=POLICY)
+        assert _tags(client, new.release) == before
+        puts = [path for method, path, _ in proxy.seen[mark:] if method == "PUT" and TAG in path]
+        # worker moved and was put back; api refused; front and the release never touched.
+        assert puts == [
+            f"/v2/conveyor/shop/worker/manifests/{TAG}",
+            f"/v2/conveyor/shop/api/manifests/{TAG}",
+            f"/v2/conveyor/shop/worker/manifests/{TAG}",
+        ]
+
+        proxy.faults.clear()
+        promote_set(client, new, TAG, policy=POLICY)
+        assert read_release(client, "conveyor/shop", TAG) == {
+            m.app: m.digest for m in new.release.members
+        }
