@@ -163,7 +163,8 @@ def _approval(
             update={"comment": f"{approval.comment} (rollback: {rollback_reason})".strip()}
         )
     record.approvals.append(approval)
-    steps.attach_evidence(release, "approval", env.name, approval.model_dump(mode="json"))
+    payload = approval.statement or approval.model_dump(mode="json", exclude={"statement"})
+    steps.attach_evidence(release, "approval", env.name, payload)
 
 
 def enter_environment(

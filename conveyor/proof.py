@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor import evidence
+from conveyor.approvals.record import record_from_statement
+from conveyor.approvals.statement import is_statement
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.connections import Connections
 from conveyor.evidence import Evidence
@@ -32,7 +34,9 @@ def attach(
         release.repository,
         release.digest,
         kind,
-        {**payload, "environment": environment},
+        # An in-toto Statement names its environment in its predicate; nothing is added
+        # beside the four fields the format has.
+        payload if is_statement(payload) else {**payload, "environment": environment},
     )
 
 
@@ -67,6 +71,16 @@ def earlier_approval(
         connections.registry(), release.repository, release.digest, ("approval",)
     )
     for record in reversed(found):
+        if is_statement(record.payload):
+            earlier = record_from_statement(record.payload, env.approval.required)
+            if (
+                earlier is not None
+                and earlier.environment == env.name
+                and all(name in allowed for name in (earlier.approver or "").split(", "))
+                and utcnow() - record.created <= window
+            ):
+                return earlier
+            continue
         p = record.payload
         if (
             p.get("environment") == env.name

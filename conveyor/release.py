@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -64,6 +64,8 @@ class ApprovalRecord(BaseModel):
     flow_run_id: str | None = None
     # The digest the answer named: an approval is bound to one release.
     digest: str | None = None
+    # The in-toto Statement kept as evidence (every counted answer and its signature).
+    statement: dict[str, Any] | None = None
 
 
 class Handover(BaseModel):

@@ -28,6 +28,7 @@ from prefect.runtime import deployment, flow_run
 from pydantic import Field
 
 from conveyor.approvals import policy
+from conveyor.approvals.record import approval_payload
 from conveyor.approvals.waiting import (
     EXPIRED_MESSAGE,
     MAX_COMMENT,
@@ -152,7 +153,9 @@ def _timeout(env: EnvironmentConfig, request: WaitingRequest) -> ApprovalTimedOu
     )
 
 
-def _policy_request(env: EnvironmentConfig, release: Release, run_id: UUID) -> policy.Request:
+def _policy_request(
+    env: EnvironmentConfig, release: Release, run_id: UUID, excluded: dict[str, str]
+) -> policy.Request:
     assert env.approval is not None
     cfg = env.approval
     return policy.Request(
@@ -162,6 +165,7 @@ def _policy_request(env: EnvironmentConfig, release: Release, run_id: UUID) -> p
         run_id=str(run_id),
         identity=cfg.identity,
         people=policy.identities(cfg),
+        excluded=excluded,
         allow_self_approval=cfg.allow_self_approval,
         valid_for=cfg.answer_validity,
     )
@@ -222,7 +226,11 @@ def _judge(
 
 
 def _decided(
-    env: EnvironmentConfig, release: Release, tally: policy.Tally, run_id: UUID
+    env: EnvironmentConfig,
+    release: Release,
+    tally: policy.Tally,
+    run_id: UUID,
+    asked: policy.Request,
 ) -> ApprovalRecord | None:
     rejection = tally.rejection
     if rejection is not None:
@@ -241,6 +249,7 @@ def _decided(
         flow_run_id=str(run_id),
         digest=release.digest,
         at=dt.datetime.strptime(last.time, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC),
+        statement=approval_payload(release, asked, tally, decision="approve"),
     )
 
 
@@ -282,12 +291,14 @@ def request_approval(
     release: Release,
     evidence: list[str],
     on_ask: Any = None,
+    excluded: dict[str, str] | None = None,
 ) -> ApprovalRecord:
     """The approval of an allowlisted person, or ``ApprovalRejected`` (a rejection or the
     deadline). Suspends the run (its process exits) while nobody has answered.
 
     ``on_ask(request)`` runs before each new suspension (the caller records the wait).
-    Called from the flow's body, never a task: Prefect suspends flow runs only.
+    ``excluded`` names approvers who may not approve this release, with why (their own
+    change, unless ``approval.allow_self_approval``). Called from the flow's body, never a task: Prefect suspends flow runs only.
     """
     if env.approval is None:
         raise ValueError(f"environment {env.name} has no approval gate")
@@ -295,7 +306,7 @@ def request_approval(
     prefix = pause_prefix(env, release)
     with get_client(sync_client=True) as client:
         view = _read_run(client, run_id, prefix)
-    asked = _policy_request(env, release, run_id)
+    asked = _policy_request(env, release, run_id, excluded or {})
     tally = policy.Tally(required=env.approval.required)
     for n in range(1, MAX_ASKS + 1):
         key = f"{prefix}{n}"
@@ -305,7 +316,7 @@ def request_approval(
         if key in view.fired:
             if key in view.answers:
                 _judge(view.answers[key], key, env, release, asked, tally)
-                record = _decided(env, release, tally, run_id)
+                record = _decided(env, release, tally, run_id, asked)
                 if record is not None:
                     return record
             elif request is not None and current and now >= request.deadline:

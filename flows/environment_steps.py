@@ -4,19 +4,25 @@ release into one environment (a step of the flows, not a flow of its own)."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
-from prefect.runtime import deployment
+from prefect.runtime import deployment, flow_run
 
+from conveyor.approvals.changes import request_lines, self_approvers
+from conveyor.approvals.messages import RequestFacts, decided, waiting
+from conveyor.approvals.policy import identities
 from conveyor.approvals.waiting import WaitingRequest
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.delivery import enter_environment as deliver
 from conveyor.drivers.base import DeployedState, DeployOutcome
+from conveyor.errors import ApprovalRejected
 from conveyor.release import ApprovalRecord, Release, ReleaseRecord, Verification
 from conveyor.timeline import Timeline
 from flows.approval_gate import auto_approve, request_approval
 from tasks import deploy, evidence, lock, ordering, preflight, promote, rollback, verify
 from tasks.approval_deadline import ensure_deadline_automation
+from tasks.notify import ensure_reminders, notify, tag_for_reminders
 from tasks.record import publish_record
 
 
@@ -43,11 +49,51 @@ class TaskSteps:
     ) -> ApprovalRecord:
         if auto:
             return auto_approve(env, release)
-        return request_approval(env, release, lines, on_ask=self._waiting)
+        assert env.approval is not None
+        running = deploy.current_state(self.pipeline, env).digest
+        found = evidence.release_changes(self.pipeline, release, running)
+        excluded = self_approvers(identities(env.approval), found.commits)
+        lines = [*lines, *request_lines(found, excluded, env.approval.allow_self_approval)]
+        facts = RequestFacts(
+            app=release.app,
+            version=release.version,
+            digest=release.digest,
+            environment=env.name,
+            run_id=str(flow_run.get_id()),
+            ui_url=flow_run.get_flow_run_ui_url(),
+            evidence=lines,
+        )
+        try:
+            approval = request_approval(
+                env, release, lines, on_ask=partial(self._waiting, env, facts), excluded=excluded
+            )
+        except ApprovalRejected as exc:
+            notify(env.approval.notify, *decided(facts, "not approved", str(exc)))
+            raise
+        notify(
+            env.approval.notify,
+            *decided(facts, "approved", f"by {approval.approver}: {approval.comment}"),
+        )
+        return approval
 
-    def _waiting(self, request: WaitingRequest) -> None:
-        """Before the run suspends: the release record says where and since when it waits."""
+    def _waiting(
+        self, env: EnvironmentConfig, facts: RequestFacts, request: WaitingRequest
+    ) -> None:
+        """Before the run suspends: the release record says where and since when it waits,
+        and the approvers are told (reminders come from Prefect automations meanwhile)."""
         ensure_deadline_automation(str(deployment.get_id()))
+        approval = env.approval
+        if approval is not None and approval.notify is not None:
+            tag_for_reminders(request.run_id, request.app, request.environment)
+            if approval.remind_every is not None:
+                ensure_reminders(
+                    request.app,
+                    request.environment,
+                    approval.notify,
+                    approval.remind_every,
+                    approval.timeout,
+                )
+            notify(approval.notify, *waiting(facts))
         self.record.notes.append(
             f"waits for approval to enter {request.environment} since "
             f"{request.since:%Y-%m-%d %H:%M:%S} UTC (until {request.deadline:%Y-%m-%d %H:%M:%S} "

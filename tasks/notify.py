@@ -130,3 +130,12 @@ def ensure_reminders(
             wanted.create()
             logger().info("created automation %r", wanted.name)
     return count
+
+
+def tag_for_reminders(run_id: str, app: str, environment: str) -> None:
+    """Tag the waiting run so that its gate's reminder automations match its Suspended event."""
+    tag = reminder_tag(app, environment)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(run_id))
+        if tag not in run.tags:
+            client.update_flow_run(run.id, tags=[*run.tags, tag])

@@ -96,3 +96,13 @@ def release_changes(this: dict[str, Any] | None, running: dict[str, Any] | None)
     _, commits = recorded_history(this)
     running_revision = recorded_history(running)[0] if running is not None else None
     return changes_since(commits, running_revision)
+
+
+def request_lines(changes: Changes, excluded: dict[str, str], allowed: bool) -> list[str]:
+    """What the request shows about the changes and who may not approve them."""
+    lines = [f"changes since the running release ({len(changes.commits)} commits):"]
+    lines += [f"  {line}" for line in summary(changes)] or ["  (none recorded)"]
+    for name, why in sorted(excluded.items()):
+        state = "may approve (allow_self_approval)" if allowed else "may not approve"
+        lines.append(f"{name} {state}: {why}")
+    return lines

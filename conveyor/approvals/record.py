@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from conveyor.approvals.policy import Request, Tally
 from conveyor.approvals.statement import (
     ApprovalPredicate,
@@ -14,7 +16,7 @@ from conveyor.approvals.statement import (
     approval_statement,
     stamp,
 )
-from conveyor.release import Release
+from conveyor.release import ApprovalRecord, Release
 
 
 def approval_payload(
@@ -48,4 +50,25 @@ def approval_payload(
         repository=release.repository,
         digest=release.digest,
         predicate=predicate.model_dump(mode="json", exclude_none=True),
+    )
+
+
+def record_from_statement(payload: dict[str, Any], required: int) -> ApprovalRecord | None:
+    """The approval an approval Statement records, when it approved with ``required`` people."""
+    try:
+        p = ApprovalPredicate.model_validate(payload.get("predicate"))
+    except ValidationError:
+        return None
+    if p.decision != "approve" or len(p.approvers) < max(required, p.required):
+        return None
+    subject = (payload.get("subject") or [{}])[0].get("digest", {}).get("sha256")
+    return ApprovalRecord(
+        environment=p.environment,
+        decision="approve",
+        approver=", ".join(p.approvers),
+        comment="; ".join(a.comment for a in p.answers if a.comment),
+        at=dt.datetime.strptime(p.decided_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC),
+        flow_run_id=p.run_id,
+        digest=f"sha256:{subject}" if subject else None,
+        statement=payload,
     )
