@@ -13,13 +13,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conveyor.approvals.changes import release_changes, source_payload
+from conveyor.approvals.changes import Changes, release_changes, request_lines, source_payload
 from conveyor.approvals.policy import Request, Tally, identities, judge
-from conveyor.approvals.record import approval_payload
+from conveyor.approvals.record import approval_payload, record_from_statement
 from conveyor.approvals.statement import BreakGlass
 from conveyor.approvals.verify import check_approvals, require_verified_approval
 from conveyor.cli.main import app
-from conveyor.clients.git_history import history
+from conveyor.clients.git_history import Commit, history
 from conveyor.clients.registry import RegistryClient
 from conveyor.config import ApprovalConfig
 from conveyor.errors import ApprovalEvidenceInvalid
@@ -253,3 +253,33 @@ def test_changes_since_the_running_release_come_from_source_evidence(
     found = release_changes(source(digests[1]), source(digests[0]))
     assert [c.subject for c in found.commits] == ["fix"] and found.since_known
     assert [c.subject for c in release_changes(source(digests[1]), None).commits] == ["fix", "v1"]
+
+
+def test_an_earlier_approval_is_read_back_from_its_statement(
+    client: RegistryClient, keys: dict[str, Key]
+) -> None:
+    _, digest = approved_release(client, keys)
+    (stored,) = [e for e in read_evidence(client, REPO, digest) if e.kind == "approval"]
+    earlier = record_from_statement(stored.payload, required=2)
+    assert earlier is not None and earlier.approver == "alice, bob"
+    assert earlier.digest == digest and earlier.statement == stored.payload
+    assert record_from_statement(stored.payload, required=3) is None
+
+
+def test_the_request_lists_changes_and_who_may_not_approve() -> None:
+    commit = Commit(
+        sha="c" * 40,
+        subject="fix login",
+        author_name="Alice",
+        author_email="alice@corp.example",
+        committer_name="ci",
+        committer_email="ci@corp.example",
+    )
+    lines = request_lines(
+        Changes([commit], since_known=True), {"alice": "authored cccccccccc"}, False
+    )
+    assert lines == [
+        "changes since the running release (1 commits):",
+        "  cccccccccc fix login (Alice <alice@corp.example>)",
+        "alice may not approve: authored cccccccccc",
+    ]
