@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,18 @@ def request(cfg: ApprovalConfig, **kw: object) -> Request:
         "valid_for": dt.timedelta(hours=1),
     }
     return Request(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def stop_agent(pid: int) -> None:
+    """SIGTERM the agent and wait until it is gone: it daemonized, so it is no child to wait for."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def test_a_good_signature_counts(keys: dict[str, Key]) -> None:
@@ -152,7 +165,7 @@ def test_signing_through_ssh_agent(
         )
         assert check.ok, check.detail
     finally:
-        os.kill(pid, signal.SIGTERM)
+        stop_agent(pid)
     with pytest.raises(SigningFailed, match="could not sign"):
         signing.sign(b"x", pub)
 
@@ -272,4 +285,4 @@ def test_conveyor_approve_signs_with_a_key_file_or_the_agent(
         verdict = judge(req, decision="", approver="bob", signature=token)
         assert verdict.answer is not None and verdict.answer.decision == "reject"
     finally:
-        os.kill(pid, signal.SIGTERM)
+        stop_agent(pid)
