@@ -23,7 +23,14 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from conveyor.clients.http import error_for_status, send, tls_context, translate_transport_errors
-from conveyor.clients.marathon_model import App, AppVersions, Definition, Deployment, DeploymentRef
+from conveyor.clients.marathon_model import (
+    App,
+    AppVersions,
+    Definition,
+    Deployment,
+    DeploymentRef,
+    Group,
+)
 from conveyor.errors import (
     ConveyorError,
     Locked,
@@ -185,6 +192,22 @@ class MarathonClient:
     def app_version(self, app_id: str, version: str) -> App:
         path = _app_path(app_id) + "/versions/" + quote(version, safe="")
         return _parse(App.of, "GET", path, self._json("GET", path))
+
+    def find_group(self, group_id: str) -> Group | None:
+        """The group with its apps, or None when Marathon has no such group."""
+        path = "/v2/groups/" + group_id.strip("/")
+        try:
+            body = self._json("GET", path, params=[("embed", "group.apps.tasks")])
+        except NotFound:
+            return None
+        return _parse(Group.model_validate, "GET", path, body)
+
+    def put_group(self, group_id: str, body: Definition, force: bool = False) -> DeploymentRef:
+        """Create or replace the group (``{"version": V}`` reverts it to version V)."""
+        params = {"force": "true"} if force else {}
+        path = "/v2/groups/" + group_id.strip("/")
+        answer = self._json("PUT", path, json=body, params=params, retry_timeouts=False)
+        return _parse(DeploymentRef.model_validate, "PUT", path, answer)
 
     def deployments(self) -> list[Deployment]:
         path = "/v2/deployments"
