@@ -148,8 +148,12 @@ def _resume(
                     EXIT_INPUT,
                 )
             answer = {"decision": decision, "approver": approver, "comment": comment}
-            answer["digest"] = request.digest or digest or ""
-            answer["environment"] = request.environment or ""
+            if request.app is not None:
+                # A request stored by the durable gate: its form binds the answer to the
+                # digest and environment. An older pause's form has no such fields, and
+                # the server refuses fields a form does not declare.
+                answer["digest"] = request.digest or ""
+                answer["environment"] = request.environment or ""
             if how.wanted:
                 answer["signature"] = _signature(request, decision, approver, comment, how)
                 if how.print_only:
