@@ -82,6 +82,6 @@ def test_every_build_runs_and_each_failure_is_named(tmp_path: Path) -> None:
             raise BuildFailed(f"step 2 failed in {service.name}")
         return Outcome(service.name, "sha256:" + "0" * 64, rebuilt=True)
 
-    with pytest.raises(BuildFailed, match="^worker: step 2 failed in worker; front: step 2"):
+    with pytest.raises(BuildFailed, match=r"^worker: step 2 failed in worker; front: step 2"):
         build_all(services, one)
     assert parallelism(20, cpus=2) == 2 and parallelism(1, cpus=8) == 1
