@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import docker
+import httpx
 
 from tests.pipeline_support import (
     POOL,
@@ -67,8 +68,23 @@ def _first_production_read(stack: Stack, run_id: str, since: dt.datetime) -> dt.
     return min(later) if later else None
 
 
+def _start(stack: Stack, name: str, params: dict[str, object]) -> str:
+    # SQLite answers 503 "database is locked" while many runs start at once: try again.
+    for attempt in range(10):
+        try:
+            return stack.api.run_deployment(name, params)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 503 or attempt == 9:
+                raise
+            time.sleep(1)
+    raise AssertionError("unreachable")
+
+
 def _waiting(stack: Stack, name: str, params: dict[str, object], n: int) -> list[str]:
-    runs = [stack.api.run_deployment(name, params) for _ in range(n)]
+    runs = []
+    for _ in range(n):
+        runs.append(_start(stack, name, params))
+        time.sleep(0.5)
     for run in runs:
         stack.api.wait_state(run, ("PAUSED", *ENDED), timeout=600)
     return runs
