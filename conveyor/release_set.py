@@ -189,3 +189,23 @@ def _restore(
             + ", ".join(left)
         )
     return PushFailed(f"promotion to {tag} failed and every tag was put back: {cause}")
+
+
+def kept_members(
+    client: RegistryClient, repository: str, references: list[str]
+) -> dict[str, set[str]]:
+    """Member repository → the digests the release artifacts at ``references`` list.
+
+    ``conveyor gc`` passes what each environment runs (its tag) and what it could roll
+    back to (the earlier releases it ran), and keeps every digest found here in each
+    member's repository: a release that lost one member could not be rolled back to.
+    """
+    keep: dict[str, set[str]] = {}
+    for ref in references:
+        body = client.get_manifest(repository, ref).json
+        for entry in body.get("manifests") or []:
+            member_repo = (entry.get("annotations") or {}).get(
+                "dev.conveyor.repository", repository
+            )
+            keep.setdefault(member_repo, set()).add(entry["digest"])
+    return keep

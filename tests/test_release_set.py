@@ -10,10 +10,17 @@ import pytest
 
 from conveyor.clients.registry import RegistryClient
 from conveyor.errors import PushFailed
+from conveyor.gc import plan_gc
 from conveyor.localstack.registry import RegistryServer
 from conveyor.promotion import TagPolicy
 from conveyor.release import Release
-from conveyor.release_set import ReleaseSet, promote_set, read_release, record_release
+from conveyor.release_set import (
+    ReleaseSet,
+    kept_members,
+    promote_set,
+    read_release,
+    record_release,
+)
 from tests.fault_proxy import Fault, FaultProxy
 from tests.registry_support import need_registry, push_image, random_layer
 
@@ -26,7 +33,7 @@ def _release(client: RegistryClient, version: str) -> ReleaseSet:
     members = []
     for name in SERVICES:
         repo = f"conveyor/shop/{name}"
-        digest = push_image(client, repo, None, [random_layer(1024)])
+        digest = push_image(client, repo, version, [random_layer(1024)])
         members.append(
             Release(app=name, registry="r", repository=repo, digest=digest, version=version)
         )
@@ -92,3 +99,20 @@ def test_a_member_the_registry_refuses_leaves_no_tag_moved(tmp_path: Path) -> No
         assert read_release(client, "conveyor/shop", TAG) == {
             m.app: m.digest for m in new.release.members
         }
+
+
+def test_gc_keeps_every_member_of_what_runs_and_what_it_could_roll_back_to(
+    tmp_path: Path,
+) -> None:
+    need_registry()
+    with RegistryServer(tmp_path / "registry") as server, RegistryClient(server.url) as client:
+        releases = [record_release(client, _release(client, v)) for v in ("1", "2", "3")]
+        promote_set(client, releases[2], TAG, policy=POLICY)
+        # Production runs release 3 and could roll back to release 2; release 1 may go.
+        keep = kept_members(client, "conveyor/shop", [TAG, "2"])
+        for name in SERVICES:
+            repo = f"conveyor/shop/{name}"
+            plan = plan_gc(client, repo, keep=0, protected=keep[repo], policy=POLICY)
+            kept = {i.digest for i in plan.keep}
+            assert kept == {r.release.member(name).digest for r in releases[1:]}
+            assert {i.digest for i in plan.delete} == {releases[0].release.member(name).digest}
