@@ -209,3 +209,9 @@ def kept_members(
             )
             keep.setdefault(member_repo, set()).add(entry["digest"])
     return keep
+
+
+def member_url_environment(urls: dict[str, str]) -> dict[str, str]:
+    """``CONVEYOR_URL_<SERVICE>`` for every member (``-`` becomes ``_``), so a check of
+    one service can reach the others, as an end-to-end test through the front does."""
+    return {f"CONVEYOR_URL_{name.upper().replace('-', '_')}": url for name, url in urls.items()}

@@ -17,6 +17,7 @@ from conveyor.release import Release
 from conveyor.release_set import (
     ReleaseSet,
     kept_members,
+    member_url_environment,
     promote_set,
     read_release,
     record_release,
@@ -116,3 +117,11 @@ def test_gc_keeps_every_member_of_what_runs_and_what_it_could_roll_back_to(
             kept = {i.digest for i in plan.keep}
             assert kept == {r.release.member(name).digest for r in releases[1:]}
             assert {i.digest for i in plan.delete} == {releases[0].release.member(name).digest}
+
+
+def test_checks_get_every_members_url() -> None:
+    urls = {"front": "http://127.0.0.1:1", "order-api": "http://127.0.0.1:2"}
+    assert member_url_environment(urls) == {
+        "CONVEYOR_URL_FRONT": "http://127.0.0.1:1",
+        "CONVEYOR_URL_ORDER_API": "http://127.0.0.1:2",
+    }
