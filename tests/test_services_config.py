@@ -3,6 +3,8 @@ one line per problem naming the field; the single ``app:`` form is a release of 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,14 @@ def test_members_come_dependencies_first_each_in_its_own_repository(tmp_path: Pa
     assert pipeline.release_name == "shop"
     with pytest.raises(ConfigError, match="handles one app; the file names 3"):
         _ = pipeline.app
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "conveyor"), "validate", "-p", str(file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "valid: release shop of 3 services (worker, api, front)" in shown.stdout
 
 
 def test_the_single_app_form_is_a_release_of_one(tmp_path: Path) -> None:

@@ -29,8 +29,13 @@ def validate(pipeline: PipelineOpt = DEFAULT_PIPELINE) -> None:
         raise typer.Exit(1) from None
     templates = sum(isinstance(e.driver, MarathonDriverConfig) for e in config.environments)
     secrets = len(list(secret_files(config)))
+    if config.single_app is not None:
+        what = f"app {config.single_app.name}"
+    else:
+        names = ", ".join(m.name for m in config.members)
+        what = f"release {config.release_name} of {len(config.services)} services ({names})"
     summary = (
-        f"{Path(pipeline)}: valid: app {config.app.name}, registry "
+        f"{Path(pipeline)}: valid: {what}, registry "
         f"{config.registry.host}/{config.registry.repository}, environments "
         f"{' -> '.join(e.name for e in config.environments)}; "
         f"{templates} app template(s), {secrets} secret file reference(s) checked"
