@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,7 @@ def home() -> Iterator[Path]:
         yield state
     finally:
         LocalStack(state).down(["workers", "prefect"])
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_up_starts_a_worker_and_registers_the_deployments(home: Path) -> None:
@@ -301,3 +303,4 @@ def test_postgres_backed_server_runs_a_flow() -> None:
     finally:
         stack.down(["prefect"])
     assert stack.postgres.ours() is None
+    shutil.rmtree(root, ignore_errors=True)
