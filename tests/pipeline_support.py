@@ -191,6 +191,10 @@ class Stack:
     registry: RegistryServer
     password: SecretStr
     api: PrefectApi
+    # Set while a module serves the deployments with a worker (``served``): the CLI then
+    # starts deployments, as it does for a person, instead of running flows in-process.
+    on_worker: bool = False
+    deployed: bool = False
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a flow subprocess: our server, our password, a home of its own."""
@@ -200,12 +204,12 @@ class Stack:
             PREFECT_HOME=str(self.root / "client-home"),
             PREFECT_LOGGING_LEVEL="INFO",
             PREFECT_SERVER_ALLOW_EPHEMERAL_MODE="false",
-            # These tests run flows in the CLI's process; the worker path is tested in
-            # test_stack_worker.py.
-            CONVEYOR_IN_PROCESS="1",
             COLUMNS="200",
             **{PASSWORD_ENV: self.password.get_secret_value()},
         )
+        if not self.on_worker:
+            # Modules without a worker run flows in the CLI's process.
+            env["CONVEYOR_IN_PROCESS"] = "1"
         env.update(extra)
         return env
 
@@ -581,3 +585,41 @@ class Worker:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.kill()
+
+
+@contextlib.contextmanager
+def served(stack: Stack, root: Path) -> Iterator[Worker]:
+    """prefect.yaml's deployments (registered once per server) and a worker for one
+    module; the CLI starts deployments meanwhile, as for a person."""
+    if not stack.deployed:
+        deploy_all(stack, root / "deploy.log")
+        stack.deployed = True
+    stack.on_worker = True
+    worker = Worker(stack, root / "worker.log")
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        stack.on_worker = False
+
+
+def allow_auto_approve(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with every gate open to ``--auto-approve`` (the demo's setting)."""
+    for env in data["environments"]:
+        if "approval" in env:
+            env["approval"]["allow_auto_approve"] = True
+    return data
+
+
+def promote_run(stack: Stack, pipeline: Path, after: int = 0, timeout: float = 240) -> str:
+    """The promote run ``ship`` handed ``pipeline``'s release over to (the ``after``-th
+    one on), once it exists."""
+    return str(
+        wait_for(
+            f"a promote run of {pipeline.name}",
+            lambda: (
+                r[-1]["id"] if len(r := stack.api.runs_of(pipeline, "promote")) > after else None
+            ),
+            timeout,
+        )
+    )

@@ -1,8 +1,9 @@
 """``ship`` end to end with a person at the production gate, on the real parts.
 
-One release goes all the way (its approval answered through the API the UI calls,
-after a refused answer from someone off the allowlist); a second one of the same
-app is rejected from the terminal and must leave production as it was.
+One release goes all the way (``ship`` hands it over to a ``promote`` run that waits
+at the gate; its approval is answered through the API the UI calls, after a refused
+answer from someone off the allowlist); a second one of the same app is rejected from
+the terminal and must leave production as it was. The flows run on a worker.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from tests.pipeline_support import (
     new_app,
     pipeline_data,
     port_of,
+    promote_run,
+    served,
     served_version,
     start_ship,
     write_pipeline,
@@ -44,7 +47,9 @@ class Approved:
     app: App
     data: dict[str, Any]
     pipeline: Path
-    run_id: str
+    ship_id: str
+    run_id: str  # the promote run that waited at the production gate
+    digest: str
     output: str
     exit_code: int
     approvals_listing: str
@@ -58,41 +63,54 @@ def approved(
 ) -> Iterator[Approved]:
     root = tmp_path_factory.mktemp("approved")
     app = new_app(stack, docker_client, root)
-    try:
-        data = pipeline_data(app)
-        pipeline = write_pipeline(root / "pipeline.yaml", data)
-        flow = start_ship(stack, pipeline, root / "ship.log")
-        run_id = stack.api.wait_run(pipeline)
-        stack.api.wait_state(run_id, ("PAUSED", *ENDED), timeout=150)
-        listing = conveyor(stack, ["approvals"], root / "approvals.log")[1]
-        production_before = len(app.containers("production"))
-        stack.api.resume(run_id, "approve", "mallory", "let me in")
-        refused = stack.api.wait_state_key(run_id, "approval-production-2", timeout=30)
-        stack.api.resume(run_id, "approve", "alice", "looks good")
-        code = flow.wait(120)
-        yield Approved(
-            app,
-            data,
-            pipeline,
-            run_id,
-            flow.output,
-            code,
-            listing,
-            refused,
-            production_before,
-        )
-    finally:
-        app.clean()
+    with served(stack, root):
+        try:
+            data = pipeline_data(app)
+            pipeline = write_pipeline(root / "pipeline.yaml", data)
+            flow = start_ship(stack, pipeline, root / "ship.log")
+            ship_id = stack.api.wait_run(pipeline)
+            run_id = promote_run(stack, pipeline)
+            stack.api.wait_state(run_id, ("PAUSED", *ENDED), timeout=150)
+            # ship ends Completed at the handover; its CLI says how to answer.
+            code = flow.wait(120)
+            listing = conveyor(stack, ["approvals"], root / "approvals.log")[1]
+            production_before = len(app.containers("production"))
+            digest = stack.api.run(run_id)["parameters"]["digest"]
+            stack.api.resume_bound(run_id, "approve", "mallory", digest, "production", "let me in")
+            refused = stack.api.wait_state_key(
+                run_id, f"approval-production-{digest[7:19]}-2", timeout=60
+            )
+            stack.api.resume_bound(run_id, "approve", "alice", digest, "production", "looks good")
+            stack.api.wait_state(run_id, ENDED, timeout=180)
+            yield Approved(
+                app,
+                data,
+                pipeline,
+                ship_id,
+                run_id,
+                digest,
+                flow.output,
+                code,
+                listing,
+                refused,
+                production_before,
+            )
+        finally:
+            app.clean()
 
 
 def test_approved_release_runs_in_production_with_the_tested_digest(
     approved: Approved, stack: Stack
 ) -> None:
     assert approved.exit_code == 0, approved.output[-3000:]
-    assert stack.api.state(approved.run_id)["type"] == "COMPLETED"
-    shipped = re.search(r"shipped (\S+@sha256:[0-9a-f]{64})", approved.output)
-    assert shipped, approved.output[-2000:]
-    digest = shipped.group(1).split("@", 1)[1]
+    assert stack.api.state(approved.ship_id)["type"] == "COMPLETED"
+    assert stack.api.state(approved.run_id)["type"] == "COMPLETED", stack.api.logs(approved.run_id)[
+        -20:
+    ]
+    pushed = re.search(r"\S+@(sha256:[0-9a-f]{64})", approved.output)
+    assert pushed, approved.output[-2000:]
+    digest = pushed.group(1)
+    assert digest == approved.digest
     app = approved.app
     integration, production = app.current("integration"), app.current("production")
     assert integration.labels["conveyor.digest"] == digest
@@ -139,10 +157,10 @@ def test_registry_password_is_not_in_logs_artifacts_or_output(
     approved: Approved, stack: Stack
 ) -> None:
     secret = stack.password.get_secret_value()
-    logs = stack.api.logs(approved.run_id)
-    assert len(logs) > 20, "the run's logs were not read back"
+    logs = stack.api.logs(approved.ship_id) + stack.api.logs(approved.run_id)
+    assert len(logs) > 20, "the runs' logs were not read back"
     assert not [line for line in logs if secret in line]
-    artifacts = stack.api.artifacts(approved.run_id)
+    artifacts = stack.api.artifacts(approved.ship_id) + stack.api.artifacts(approved.run_id)
     assert {a["key"] for a in artifacts} >= {
         f"release-{approved.app.name}",
         f"scan-{approved.app.name}",
@@ -160,15 +178,20 @@ def test_a_rejection_from_the_terminal_leaves_production_on_the_previous_release
     v1 = app.versions[-1]
     v2 = app.commit("v2")
     data = pipeline_data(app, ports=drivers(approved.data))
-    pipeline = write_pipeline(tmp_path / "pipeline.yaml", data)
+    # Next to the first file: a pipeline file may build only inside its own folder tree.
+    pipeline = write_pipeline(approved.pipeline.parent / "v2.yaml", data)
     flow = start_ship(stack, pipeline, tmp_path / "ship.log")
-    run_id = stack.api.wait_run(pipeline)
+    run_id = promote_run(stack, pipeline)
     stack.api.wait_state(run_id, ("PAUSED", *ENDED), timeout=150)
+    # ship hands over and ends Completed; the rejection fails the promote run.
+    assert flow.wait(60) == 0, flow.output[-2000:]
     name = stack.api.run(run_id)["name"]
+    digest = stack.api.run(run_id)["parameters"]["digest"]
 
     code, out = conveyor(stack, ["approve", name, "--as", "mallory"], tmp_path / "approve.log")
     assert code != 0 and "refused" in out, out[-2000:]
-    assert stack.api.wait_state_key(run_id, "approval-production-2", timeout=30)["type"] == "PAUSED"
+    refused = stack.api.wait_state_key(run_id, f"approval-production-{digest[7:19]}-2", timeout=60)
+    assert refused["type"] == "PAUSED"
 
     code, out = conveyor(
         stack,
@@ -176,8 +199,7 @@ def test_a_rejection_from_the_terminal_leaves_production_on_the_previous_release
         tmp_path / "reject.log",
     )
     assert code == 0, out[-2000:]
-    assert flow.wait(60) != 0
-    final = stack.api.wait_state(run_id, ENDED, timeout=30)
+    final = stack.api.wait_state(run_id, ENDED, timeout=120)
     assert final["type"] == "FAILED"
     assert "bob rejected" in final["message"] and "release notes missing" in final["message"]
     assert f"{v2}" in final["message"]
