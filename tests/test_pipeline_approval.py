@@ -126,10 +126,14 @@ def test_approved_release_runs_in_production_with_the_tested_digest(
 
 
 def test_approval_is_recorded_with_the_approver(approved: Approved, stack: Stack) -> None:
-    record = next(
-        a
-        for a in stack.api.artifacts(approved.run_id)
-        if a["key"] == f"release-{approved.app.name}"
+    # The promote run publishes its record while it waits too: read the newest.
+    record = max(
+        (
+            a
+            for a in stack.api.artifacts(approved.run_id)
+            if a["key"] == f"release-{approved.app.name}"
+        ),
+        key=lambda a: a["created"],
     )
     assert "| production | approve | alice | looks good |" in record["data"]
     assert any("alice approved" in line for line in stack.api.logs(approved.run_id))
