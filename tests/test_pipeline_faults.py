@@ -5,6 +5,7 @@ that is down when production's pre-flight asks it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,11 @@ from tests.pipeline_support import (
     USER,
     App,
     Stack,
+    allow_auto_approve,
     drivers,
     pipeline_data,
+    promote_run,
+    served,
     start_ship,
     write_pipeline,
 )
@@ -32,6 +36,12 @@ ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
 PRODUCTION_VERDICT = (b'"environment": "production"', b'"summary"')
 
 
+@pytest.fixture(scope="module", autouse=True)
+def worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with served(stack, tmp_path_factory.mktemp("faults-worker")):
+        yield
+
+
 def _tag(stack: Stack, repository: str, tag: str) -> str | None:
     password = SecretStr(stack.password.get_secret_value())
     with RegistryClient(stack.registry.url, USER, password) as client:
@@ -41,7 +51,7 @@ def _tag(stack: Stack, repository: str, tag: str) -> str | None:
 def test_evidence_the_registry_refuses_after_a_healthy_deploy_errors_without_rollback(
     stack: Stack, app: App, tmp_path: Path
 ) -> None:
-    first = pipeline_data(app)
+    first = allow_auto_approve(pipeline_data(app))
     flow = start_ship(
         stack, write_pipeline(tmp_path / "v1.yaml", first), tmp_path / "v1.log", "--auto-approve"
     )
@@ -51,12 +61,12 @@ def test_evidence_the_registry_refuses_after_a_healthy_deploy_errors_without_rol
     v2 = app.commit("v2")
     with FaultProxy(("127.0.0.1", stack.registry.port)) as proxy:
         refuse = proxy.add(Fault("PUT", "/blobs/uploads/", body_contains=PRODUCTION_VERDICT))
-        second = pipeline_data(app, ports=drivers(first))
+        second = allow_auto_approve(pipeline_data(app, ports=drivers(first)))
         second["registry"]["url"] = proxy.url
         pipeline = write_pipeline(tmp_path / "v2.yaml", second)
         flow = start_ship(stack, pipeline, tmp_path / "v2.log", "--auto-approve")
         assert flow.wait(240) != 0
-        run_id = stack.api.runs_of(pipeline)[-1]["id"]
+        run_id = promote_run(stack, pipeline)
         final = stack.api.wait_state(run_id, ENDED, timeout=30)
         # The upload was retried (the step's retries), then the run ended as an error.
         assert refuse.hits >= 2, proxy.seen[-10:]
@@ -82,7 +92,7 @@ def test_evidence_the_registry_refuses_after_a_healthy_deploy_errors_without_rol
 def test_a_vcenter_that_is_down_leaves_the_production_tag_on_what_production_runs(
     stack: Stack, app: App, tmp_path: Path
 ) -> None:
-    first = pipeline_data(app)
+    first = allow_auto_approve(pipeline_data(app))
     flow = start_ship(
         stack, write_pipeline(tmp_path / "v1.yaml", first), tmp_path / "v1.log", "--auto-approve"
     )
@@ -91,7 +101,7 @@ def test_a_vcenter_that_is_down_leaves_the_production_tag_on_what_production_run
     assert _tag(stack, app.repository, "production-ready") == v1_digest
 
     app.commit("v2")
-    second = pipeline_data(app, ports=drivers(first))
+    second = allow_auto_approve(pipeline_data(app, ports=drivers(first)))
     # vCenter is down: nothing listens on its port.
     second["environments"][1]["preflight"] = {
         "vsphere": {
@@ -105,7 +115,7 @@ def test_a_vcenter_that_is_down_leaves_the_production_tag_on_what_production_run
     pipeline = write_pipeline(tmp_path / "v2.yaml", second)
     flow = start_ship(stack, pipeline, tmp_path / "v2.log", "--auto-approve")
     assert flow.wait(240) != 0
-    run_id = stack.api.runs_of(pipeline)[-1]["id"]
+    run_id = promote_run(stack, pipeline)
     final = stack.api.wait_state(run_id, ENDED, timeout=30)
     assert final["type"] == "FAILED", final
     assert app.current("production").labels["conveyor.digest"] == v1_digest

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,11 @@ from tests.pipeline_support import (
     App,
     FlowProcess,
     Stack,
+    allow_auto_approve,
     check,
     pipeline_data,
+    promote_run,
+    served,
     write_pipeline,
 )
 from tests.pipeline_support import app as app  # the per-test sample app
@@ -27,6 +31,12 @@ from tests.pipeline_support import stack as stack  # the shared session fixture
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
 ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with served(stack, tmp_path_factory.mktemp("restart-worker")):
+        yield
 
 
 def _tasks(url: str) -> dict[str, str]:
@@ -42,7 +52,7 @@ def _image(url: str, app_id: str) -> str:
 def _pipeline(
     app: App, tmp_path: Path, url: str, name: str, production: list[dict[str, Any]] | None = None
 ) -> Path:
-    data = pipeline_data(app, production=production)
+    data = allow_auto_approve(pipeline_data(app, production=production))
     data["environments"][1]["driver"] = {
         "kind": "marathon",
         "url": url,
@@ -84,7 +94,7 @@ def test_ship_after_a_simulator_restart_rolls_back_to_the_release_it_kept(
             stack, ["ship", "-p", str(v2_pipeline), "--auto-approve"], tmp_path / "2.log"
         )
         assert ship.wait(180) != 0
-        final = stack.api.wait_state(stack.api.runs_of(v2_pipeline)[-1]["id"], ENDED, timeout=30)
+        final = stack.api.wait_state(promote_run(stack, v2_pipeline), ENDED, timeout=30)
         assert final["type"] == "FAILED" and "RolledBack" in final["message"], final
         assert f"failed verification of {v2}" in final["message"]
         assert _image(sim.url, app_id) == v1_image
