@@ -126,7 +126,10 @@ def test_approved_release_runs_in_production_with_the_tested_digest(
 
 
 def test_approval_is_recorded_with_the_approver(approved: Approved, stack: Stack) -> None:
-    # The promote run publishes its record while it waits too: read the newest.
+    # The promote run publishes its record while it waits too, and the final one as it
+    # ends: wait for the end, then read the newest.
+    final = stack.api.wait_state(approved.run_id, ("COMPLETED", "FAILED", "CRASHED"), timeout=120)
+    assert final["type"] == "COMPLETED", final
     record = max(
         (
             a

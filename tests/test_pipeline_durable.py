@@ -8,6 +8,7 @@ production. The same module goes on with what a Retry and odd answers may do.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import subprocess
 import sys
@@ -251,8 +252,11 @@ def test_retry_of_a_promote_run_refuses_the_stale_replayed_answer(
 ) -> None:
     run = durable.newest_run
     digest = _digest_of(stack, run)
-    # valid_for is 40 s: alice's answer to this run must be older than that.
-    time.sleep(max(0.0, durable.newest_approved_at + 41 - time.time()))
+    # valid_for is 40 s: alice's answer to this run, and the approval evidence the run
+    # recorded with the image before it ended (seconds after the answer, once the worker
+    # re-executed it), must both be older than that.
+    ended = dt.datetime.fromisoformat(stack.api.run(run)["end_time"]).timestamp()
+    time.sleep(max(0.0, max(durable.newest_approved_at, ended) + 41 - time.time()))
     _retry(stack, run, durable.root / "retry-promote.log")
     stack.api.wait_state(run, ("SCHEDULED", "PENDING", "RUNNING", "PAUSED"), timeout=30)
     state = stack.api.wait_state_key(run, f"approval-production-{digest[7:19]}-2", timeout=120)
