@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.localstack import deploy, process
+from conveyor.cli import prefect_setup
+from conveyor.localstack import process
 from conveyor.localstack.stack import LocalStack
 from tests.parts import free_port
 
@@ -52,7 +53,7 @@ def home() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="conveyor-stack-"))
     root.chmod(0o755)
     state = root / "state"
-    stack = LocalStack(state, prefect_port=free_port())
+    stack = LocalStack(state, prefect_port=free_port(), server_setup=prefect_setup.prepare_server)
     try:
         stack.up(["prefect", "workers"])
         yield state
@@ -62,7 +63,7 @@ def home() -> Iterator[Path]:
 
 
 def test_up_starts_a_worker_and_registers_the_deployments(home: Path) -> None:
-    stack = LocalStack(home)
+    stack = LocalStack(home, server_setup=prefect_setup.prepare_server)
     worker = stack.workers()[0]
     pid = worker.ours()
     assert pid is not None and os.getsid(pid) == pid
@@ -70,17 +71,17 @@ def test_up_starts_a_worker_and_registers_the_deployments(home: Path) -> None:
     assert code == 0, err
     assert f"worker {worker.pool}" in out and f"pid {pid}" in out, out
 
-    with deploy.prefect_client(stack.prefect.api_url) as client:
+    with prefect_setup.prefect_client(stack.prefect.api_url) as client:
         names = {d.name for d in client.read_deployments()}
         assert {"ship", "promote", "rollback", "nightly-integration"} <= names
-        automations = client.read_automations_by_name(deploy.ZOMBIE_AUTOMATION)
+        automations = client.read_automations_by_name(prefect_setup.ZOMBIE_AUTOMATION)
         assert len(automations) == 1
         expected = automations[0].trigger.expect  # type: ignore[union-attr]
         assert {"prefect.flow-run.Suspended", "prefect.flow-run.Paused"} <= expected
         # A second `up` changes nothing: one worker, one automation.
         again = stack.up(["prefect", "workers"])
         assert f"worker {worker.pool}: already running" in again
-        assert len(client.read_automations_by_name(deploy.ZOMBIE_AUTOMATION)) == 1
+        assert len(client.read_automations_by_name(prefect_setup.ZOMBIE_AUTOMATION)) == 1
 
 
 def test_a_deployment_runs_on_the_worker(home: Path) -> None:
@@ -89,7 +90,7 @@ def test_a_deployment_runs_on_the_worker(home: Path) -> None:
     import time
 
     stack = LocalStack(home)
-    with deploy.prefect_client(stack.prefect.api_url) as client:
+    with prefect_setup.prefect_client(stack.prefect.api_url) as client:
         deployment = client.read_deployment_by_name("rollback/rollback")
         params = {"pipeline": "deployments/nope.yaml", "environment": "production"}
         run = client.create_flow_run_from_deployment(deployment.id, parameters=params)
@@ -121,7 +122,7 @@ def _suspended_request(api_url: str) -> dict[str, str]:
     now = dt.datetime.now(dt.UTC)
     deadline = now + dt.timedelta(hours=24)
     key = "approval-production-0123456789ab-1"
-    with deploy.prefect_client(api_url) as client:
+    with prefect_setup.prefect_client(api_url) as client:
         run = client.create_flow_run(
             promote,
             parameters={"digest": "sha256:" + "ab" * 32},
@@ -210,7 +211,7 @@ def test_releases_json(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         """Stands for the deployed flow."""
 
     reason = "superseded by v1.2.4 (sha256:" + "ef" * 32 + ")"
-    with deploy.prefect_client(api) as client:
+    with prefect_setup.prefect_client(api) as client:
         old = client.create_flow_run(
             promote,
             parameters={"digest": "sha256:" + "12" * 32, "environment": "production"},

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from conveyor.cli.errors import boundary
+from conveyor.cli.prefect_setup import prepare_server
 from conveyor.localstack.stack import SERVICES, LocalStack
 
 app = typer.Typer(help="The local stack: Docker Engine, registry, Prefect server.")
@@ -95,7 +96,14 @@ def up(
     """Start the local stack (a Prefect server, its workers and deployments included);
     what already runs is left as it is."""
     with _clear_errors():
-        stack = LocalStack(home, registry_port, prefect_port, db=db, postgres_port=postgres_port)
+        stack = LocalStack(
+            home,
+            registry_port,
+            prefect_port,
+            db=db,
+            postgres_port=postgres_port,
+            server_setup=prepare_server,
+        )
         with out.status("starting the local stack") as spinner:
             lines = stack.up(_services(only), lambda m: spinner.update(f"starting {m}"))
         for line in lines:

@@ -44,6 +44,9 @@ REGISTRY_USER = "conveyor"
 REGISTRY_PROGRAM = "docker-registry"
 
 Progress = Callable[[str], None]
+# Prepares a Prefect server for prefect.yaml's deployments (api url, pools → lines to
+# report). The CLI hands it in: it needs Prefect's client, which the library never imports.
+ServerSetup = Callable[[str, list[str]], list[str]]
 
 
 def _cluster_ports() -> tuple[tuple[int, int], int]:
@@ -119,8 +122,10 @@ class LocalStack:
         prefect_timeout: float = 180.0,
         db: str | None = None,
         postgres_port: int | None = None,
+        server_setup: ServerSetup | None = None,
     ) -> None:
         self.home = home.resolve()
+        self.server_setup = server_setup
         saved = self._saved_ports()
         self.registry_port = registry_port or saved.get("registry_port", DEFAULT_REGISTRY_PORT)
         self.prefect_port = prefect_port or saved.get("prefect_port", DEFAULT_PREFECT_PORT)
@@ -263,19 +268,15 @@ class LocalStack:
                 f"the Prefect server on {self.prefect.url} does not answer: "
                 "start it first (conveyor up --only prefect)"
             )
+        if self.server_setup is None:
+            raise LocalStackFailed("workers need the Prefect server prepared: use `conveyor up`")
         source = checkout()
         pools = deploy.work_pools(source)
         env = PrefectWorker(self.home, pools[0], source).environment(self.prefect.api_url)
-        with deploy.prefect_client(self.prefect.api_url) as c:
-            created = deploy.ensure_pools(c, pools)
-            zombie = deploy.ensure_zombie_automation(c)
+        prepared = self.server_setup(self.prefect.api_url, pools)
         progress(f"deployments of {source / 'prefect.yaml'}")
         count = deploy.register_deployments(source, env)
-        done = [
-            f"deployments: {count} registered from {source / 'prefect.yaml'}"
-            + (f" (created pools {', '.join(created)})" if created else ""),
-            f"automation: {deploy.ZOMBIE_AUTOMATION} " + ("created" if zombie else "already there"),
-        ]
+        done = [f"deployments: {count} registered from {source / 'prefect.yaml'}", *prepared]
         for pool in pools:
             progress(f"worker for pool {pool}")
             worker = PrefectWorker(self.home, pool, source)
