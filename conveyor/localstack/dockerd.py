@@ -57,20 +57,15 @@ class DockerDaemon:
                 "no Docker Engine answers and starting dockerd needs root: "
                 "run `sudo conveyor up --only docker`, or start Docker yourself"
             )
-        pid = process.spawn([binary, *ARGS], self.log_path)
-        process.write_pid(self.pid_file, pid)
-
-        def up() -> bool:
-            if not process.alive(pid):
-                raise LocalStackFailed(f"dockerd exited at start{process.log_hint(self.log_path)}")
-            return self.answers()
-
-        try:
-            process.wait_until(up, timeout, "dockerd", self.log_path)
-        except BaseException:
-            self.stop()
-            raise
-        return f"started (pid {pid})"
+        return process.start_recorded(
+            [binary, *ARGS],
+            log_path=self.log_path,
+            pid_file=self.pid_file,
+            what="dockerd",
+            ready=self.answers,
+            timeout=timeout,
+            on_failure=self.stop,
+        )
 
     def stop(self, timeout: float = 30.0) -> str:
         pid = self.ours()

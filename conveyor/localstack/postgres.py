@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -66,12 +65,7 @@ class PostgresServer:
             ) from None
 
     def password(self) -> SecretStr:
-        if not self.password_file.exists():
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(24) + "\n")
-        return SecretStr(self.password_file.read_text().strip())
+        return process.generated_secret(self.password_file)
 
     def url(self) -> SecretStr:
         """The SQLAlchemy URL Prefect's server connects with (it holds the password)."""

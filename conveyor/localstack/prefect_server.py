@@ -83,27 +83,16 @@ class PrefectServer:
         self.home.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", PROGRAM, "server", "start"]
         argv += ["--host", self.host, "--port", str(self.port)]
-        pid = process.spawn(argv, self.log_path, self.environment())
-        process.write_pid(self.pid_file, pid)
-
-        def up() -> bool:
-            if not process.alive(pid):
-                raise LocalStackFailed(
-                    f"the Prefect server exited at start{process.log_hint(self.log_path)}"
-                )
-            return self.healthy()
-
-        try:
-            process.wait_until(up, timeout, f"the Prefect server on {self.url}", self.log_path)
-        except BaseException:
-            self.stop()
-            raise
-        return f"started (pid {pid})"
+        return process.start_recorded(
+            argv,
+            log_path=self.log_path,
+            pid_file=self.pid_file,
+            what=f"the Prefect server on {self.url}",
+            ready=self.healthy,
+            timeout=timeout,
+            on_failure=self.stop,
+            env=self.environment(),
+        )
 
     def stop(self, timeout: float = 20.0) -> str:
-        pid = self.ours()
-        self.pid_file.unlink(missing_ok=True)
-        if pid is None:
-            return "not running"
-        process.stop(pid, timeout)
-        return f"stopped (pid {pid})"
+        return process.stop_recorded(self.ours(), self.pid_file, timeout)

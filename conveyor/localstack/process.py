@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import secrets
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from conveyor.errors import LocalStackFailed
 from conveyor.net import port_free
@@ -87,6 +90,55 @@ def spawn(
             cwd="/" if user else None,
         )
     return proc.pid
+
+
+def start_recorded(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    pid_file: Path,
+    what: str,
+    ready: Callable[[], bool],
+    timeout: float,
+    on_failure: Callable[[], object],
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Spawn ``argv``, record its pid and wait until ``ready()``. A process that exits
+    first, or a timeout, calls ``on_failure`` (the service's own stop) and raises
+    naming ``what`` and the end of its log."""
+    pid = spawn(argv, log_path, env)
+    write_pid(pid_file, pid)
+
+    def up() -> bool:
+        if not alive(pid):
+            raise LocalStackFailed(f"{what} exited at start{log_hint(log_path)}")
+        return ready()
+
+    try:
+        wait_until(up, timeout, what, log_path)
+    except BaseException:
+        on_failure()
+        raise
+    return f"started (pid {pid})"
+
+
+def stop_recorded(pid: int | None, pid_file: Path, timeout: float) -> str:
+    """Stop the service whose pid file said ``pid`` (None: not ours, or not running)."""
+    pid_file.unlink(missing_ok=True)
+    if pid is None:
+        return "not running"
+    stop(pid, timeout)
+    return f"stopped (pid {pid})"
+
+
+def generated_secret(path: Path) -> SecretStr:
+    """The secret kept in ``path``, made on first use and readable by its owner only."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24) + "\n")
+    return SecretStr(path.read_text().strip())
 
 
 def stop(pid: int, timeout: float = 20.0) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -191,12 +190,7 @@ class LocalStack:
 
     def registry_password(self) -> SecretStr:
         """The registry password, generated on first use and kept readable by its owner only."""
-        if not self.password_file.exists():
-            self.registry_root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(24) + "\n")
-        return SecretStr(self.password_file.read_text().strip())
+        return process.generated_secret(self.password_file)
 
     def env(self) -> dict[str, str]:
         """What a shell needs to use the stack (``eval "$(conveyor env)"``)."""

@@ -12,7 +12,6 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from conveyor.errors import LocalStackFailed
 from conveyor.localstack import process
 
 PROGRAM = "prefect"
@@ -61,30 +60,22 @@ class PrefectWorker:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         argv = [sys.executable, "-m", PROGRAM, "worker", "start", "--pool", self.pool]
         argv += ["--type", "process", "--name", f"conveyor-{self.pool}-{os.getpid()}"]
-        pid = process.spawn(argv, self.log_path, self.environment(api_url, extra_env))
-        process.write_pid(self.pid_file, pid)
 
         def polling() -> bool:
-            if not process.alive(pid):
-                raise LocalStackFailed(
-                    f"the worker of pool {self.pool} exited at start"
-                    f"{process.log_hint(self.log_path)}"
-                )
             with self.log_path.open("rb") as log:
                 log.seek(offset)
                 return b"started!" in log.read()
 
-        try:
-            process.wait_until(polling, timeout, f"the worker of pool {self.pool}", self.log_path)
-        except BaseException:
-            self.stop()
-            raise
-        return f"started (pid {pid})"
+        return process.start_recorded(
+            argv,
+            log_path=self.log_path,
+            pid_file=self.pid_file,
+            what=f"the worker of pool {self.pool}",
+            ready=polling,
+            timeout=timeout,
+            on_failure=self.stop,
+            env=self.environment(api_url, extra_env),
+        )
 
     def stop(self, timeout: float = 20.0) -> str:
-        pid = self.ours()
-        self.pid_file.unlink(missing_ok=True)
-        if pid is None:
-            return "not running"
-        process.stop(pid, timeout)
-        return f"stopped (pid {pid})"
+        return process.stop_recorded(self.ours(), self.pid_file, timeout)
