@@ -191,19 +191,6 @@ def scan(
     return result
 
 
-def gate(
-    trivy: Trivy,
-    image: str,
-    policy: ScanPolicy,
-    dockerfile: Path | None = None,
-    archive: Path | None = None,
-    today: dt.date | None = None,
-    log: Callable[[str], None] | None = None,
-) -> ScanResult:
-    """``scan`` then ``enforce``: the result when the image may go on, ``ScanBlocked`` if not."""
-    return enforce(scan(trivy, image, policy, dockerfile, archive, today, log))
-
-
 def findings_table(result: ScanResult) -> list[dict[str, str]]:
     """Rows for a Prefect table artifact, blocking first; no secret values (none are kept)."""
     rows = []

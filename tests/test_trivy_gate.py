@@ -23,7 +23,6 @@ from conveyor.scan_policy import (
     enforce,
     evaluate,
     findings_table,
-    gate,
     scan,
     trivy_for,
 )
@@ -112,7 +111,7 @@ def test_gate_runs_trivy_and_blocks(
     logged: list[str] = []
     trivy = Trivy(trivy_bin, cache_dir=tmp_path, timeout_s=180)
     with pytest.raises(ScanBlocked, match="aws-access-key-id"):
-        gate(trivy, planted[0], NO_VULN, log=logged.append)
+        enforce(scan(trivy, planted[0], NO_VULN, log=logged.append))
     assert logged and "blocking" in logged[0]
     _no_secret_in("\n".join(logged), planted[1])
 
@@ -199,7 +198,9 @@ def hello_image(engine: tuple[DockerEngine, list[str]]) -> str:
 def test_no_vulnerability_db_fails_closed(hello_image: str, trivy_bin: str, tmp_path: Path) -> None:
     policy = ScanPolicy(db=TrivyDbConfig(cache_dir=tmp_path / "empty-cache"))
     with pytest.raises(VulnDbMissing) as info:
-        gate(trivy_for(policy, trivy_bin), hello_image, policy, dockerfile=HELLO / "Dockerfile")
+        enforce(
+            scan(trivy_for(policy, trivy_bin), hello_image, policy, dockerfile=HELLO / "Dockerfile")
+        )
     assert "no trivy vulnerability DB" in str(info.value)
     assert "on_missing: warn" in str(info.value)
 
@@ -210,15 +211,15 @@ def test_unreachable_db_mirror_fails_closed(
     mirror = f"127.0.0.1:{free_port()}/aquasec/trivy-db:2"
     policy = ScanPolicy(db=TrivyDbConfig(cache_dir=tmp_path, repository=mirror))
     with pytest.raises(VulnDbMissing, match="DB"):
-        gate(trivy_for(policy, trivy_bin), hello_image, policy)
+        enforce(scan(trivy_for(policy, trivy_bin), hello_image, policy))
 
 
 def test_no_db_with_warn_passes_the_sample_app_with_a_warning(
     hello_image: str, trivy_bin: str, tmp_path: Path
 ) -> None:
     policy = ScanPolicy(db=TrivyDbConfig(cache_dir=tmp_path / "empty", on_missing="warn"))
-    result = gate(
-        trivy_for(policy, trivy_bin), hello_image, policy, dockerfile=HELLO / "Dockerfile"
+    result = enforce(
+        scan(trivy_for(policy, trivy_bin), hello_image, policy, dockerfile=HELLO / "Dockerfile")
     )
     assert result.passed
     assert "vuln" not in result.scanners and "dockerfile" in result.scanners

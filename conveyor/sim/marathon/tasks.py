@@ -269,11 +269,9 @@ class TaskRunner:
             if verdict.changed:
                 self._health_events(task, check, result)
             if verdict.kill:
-                self.bus.publish(
+                self._task_event(
                     "unhealthy_instance_kill_event",
-                    appId=task.app_id,
-                    taskId=task.id,
-                    instanceId=task.instance_id,
+                    task,
                     version=task.version,
                     reason=cause,
                     host=task.agent.hostname,
@@ -285,12 +283,15 @@ class TaskRunner:
                 self._kill(task)
             self.lock.notify_all()
 
-    def _health_events(self, task: Task, check: dict[str, Any], result: HealthResult) -> None:
+    def _task_event(self, kind: str, task: Task, **fields: Any) -> None:
         self.bus.publish(
+            kind, appId=task.app_id, taskId=task.id, instanceId=task.instance_id, **fields
+        )
+
+    def _health_events(self, task: Task, check: dict[str, Any], result: HealthResult) -> None:
+        self._task_event(
             "health_status_changed_event",
-            appId=task.app_id,
-            taskId=task.id,
-            instanceId=task.instance_id,
+            task,
             version=task.version,
             alive=bool(result.alive),
         )
@@ -302,10 +303,4 @@ class TaskRunner:
             healthy=task.healthy,
         )
         if not result.alive:
-            self.bus.publish(
-                "failed_health_check_event",
-                appId=task.app_id,
-                taskId=task.id,
-                instanceId=task.instance_id,
-                healthCheck=check,
-            )
+            self._task_event("failed_health_check_event", task, healthCheck=check)
