@@ -185,7 +185,8 @@ class FakeSteps:
         yield
 
 
-def _pipeline(tmp_path: Path) -> Pipeline:
+def pipeline(tmp_path: Path, **production: Any) -> Pipeline:
+    """integration, then production behind alice's approval, with ``production``'s extra keys."""
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     envs = [
         {
@@ -198,6 +199,7 @@ def _pipeline(tmp_path: Path) -> Pipeline:
             "tag": "production-ready",
             "driver": {"kind": "docker", "port": 2},
             "approval": {"approvers": ["alice"], "timeout": "1h"},
+            **production,
         },
     ]
     data = {
@@ -341,17 +343,17 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_enter_environment(case: Case, tmp_path: Path) -> None:
-    pipeline = _pipeline(tmp_path)
+    config = pipeline(tmp_path)
     old, new = _release(OLD, "1.0"), _release(NEW, "1.1")
     runs = {"new": new, "old": old, None: None}
-    drivers = {e.name: FakeDriver(e.name, None) for e in pipeline.environments}
+    drivers = {e.name: FakeDriver(e.name, None) for e in config.environments}
     drivers[case.environment] = FakeDriver(case.environment, runs[case.runs])
     passed = {"kind": "integration", "digest": NEW, "environment": "integration", "passed": True}
-    env = pipeline.environment(case.environment)
+    env = config.environment(case.environment)
     tags = {env.tag: OLD} if case.runs == "old" else {}
     registry = FakeRegistry(tags=tags, evidence=[{**passed, "payload": {}}])
     steps = FakeSteps(
-        pipeline,
+        config,
         drivers,
         registry,
         answer=case.answer,
@@ -360,10 +362,10 @@ def test_enter_environment(case: Case, tmp_path: Path) -> None:
     )
     record = ReleaseRecord(release=new)
     if case.raises is None:
-        enter_environment(steps, pipeline, env, new, record, Timeline())
+        enter_environment(steps, config, env, new, record, Timeline())
     else:
         with pytest.raises(case.raises):
-            enter_environment(steps, pipeline, env, new, record, Timeline())
+            enter_environment(steps, config, env, new, record, Timeline())
     assert tuple(steps.calls) == case.calls
     assert drivers[case.environment].current == runs[case.runs_after]
     assert tuple(a.decision for a in record.approvals) == case.approvals
@@ -371,7 +373,7 @@ def test_enter_environment(case: Case, tmp_path: Path) -> None:
 
 
 def test_an_approval_an_earlier_run_recorded_is_not_asked_again(tmp_path: Path) -> None:
-    pipeline = _pipeline(tmp_path)
+    config = pipeline(tmp_path)
     new = _release(NEW, "1.1")
     approval = ApprovalRecord(environment="production", decision="approve", approver="alice")
     registry = FakeRegistry(
@@ -386,10 +388,10 @@ def test_an_approval_an_earlier_run_recorded_is_not_asked_again(tmp_path: Path) 
             },
         ]
     )
-    drivers = {e.name: FakeDriver(e.name, None) for e in pipeline.environments}
-    steps = FakeSteps(pipeline, drivers, registry)
+    drivers = {e.name: FakeDriver(e.name, None) for e in config.environments}
+    steps = FakeSteps(config, drivers, registry)
     record = ReleaseRecord(release=new)
-    enter_environment(steps, pipeline, pipeline.environment("production"), new, record, Timeline())
+    enter_environment(steps, config, config.environment("production"), new, record, Timeline())
     assert "approve production" not in steps.calls
     assert not [c for c in steps.calls if c.startswith("attach approval")]
     assert [a.approver for a in record.approvals] == ["alice"]
@@ -398,16 +400,16 @@ def test_an_approval_an_earlier_run_recorded_is_not_asked_again(tmp_path: Path) 
 def test_a_release_without_proof_from_the_environment_before_goes_no_further(
     tmp_path: Path,
 ) -> None:
-    pipeline = _pipeline(tmp_path)
+    config = pipeline(tmp_path)
     new = _release(NEW, "1.1")
-    drivers = {e.name: FakeDriver(e.name, None) for e in pipeline.environments}
-    steps = FakeSteps(pipeline, drivers, FakeRegistry())
+    drivers = {e.name: FakeDriver(e.name, None) for e in config.environments}
+    steps = FakeSteps(config, drivers, FakeRegistry())
     timeline = Timeline()
     with pytest.raises(EvidenceMissing):
         enter_environment(
             steps,
-            pipeline,
-            pipeline.environment("production"),
+            config,
+            config.environment("production"),
             new,
             ReleaseRecord(release=new),
             timeline,

@@ -8,38 +8,14 @@ from typing import Any
 
 import pytest
 
-from conveyor.config import Pipeline, parse_pipeline
+from conveyor.config import Pipeline
 from conveyor.delivery import enter_environment
 from conveyor.errors import ApprovalEvidenceInvalid, FreezeActive
 from conveyor.release import ReleaseRecord
 from conveyor.timeline import Timeline
-from tests.test_delivery import NEW, FakeDriver, FakeRegistry, FakeSteps, _release
+from tests.test_delivery import NEW, FakeDriver, FakeRegistry, FakeSteps, _release, pipeline
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH3Pm0vNqk2d7JZpGu6+7c3cFQWyJ2G3tEyMI1Q4hQ8g"
-
-
-def pipeline(tmp_path: Path, **production: Any) -> Pipeline:
-    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
-    envs = [
-        {
-            "name": "integration",
-            "tag": "integration-ready",
-            "driver": {"kind": "docker", "port": 1},
-        },
-        {
-            "name": "production",
-            "tag": "production-ready",
-            "driver": {"kind": "docker", "port": 2},
-            "approval": {"approvers": ["alice"], "timeout": "1h"},
-            **production,
-        },
-    ]
-    data = {
-        "app": {"name": "hello", "context": str(tmp_path)},
-        "registry": {"url": "http://127.0.0.1:5000", "repository": "conveyor/hello"},
-        "environments": envs,
-    }
-    return parse_pipeline(data, "pipeline.yaml", tmp_path)
 
 
 def steps_for(p: Pipeline, **kw: Any) -> FakeSteps:
