@@ -13,7 +13,6 @@ import re
 import socket
 import threading
 from dataclasses import dataclass, field
-from types import TracebackType
 
 _HEAD_LIMIT = 64 * 1024
 _IO_TIMEOUT_S = 10.0
@@ -75,12 +74,7 @@ class FaultProxy:
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join(5)
         self._server.close()
