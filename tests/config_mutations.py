@@ -107,6 +107,11 @@ def _set(path: str, value: object) -> Callable[[Data], None]:
     return change
 
 
+def _setting(name: str, path: str, value: object, expect: str | None) -> Mutation:
+    """The base file with one value at ``path`` changed (None deletes it)."""
+    return Mutation(name, _data(_set(path, value)), expect)
+
+
 def _share_driver(data: Data) -> None:
     """Valid YAML reuse: production's driver written once and aliased (a merge key)."""
     data["environments"][1]["driver"]["auth"] = data["environments"][0]["driver"]["auth"]
@@ -187,173 +192,151 @@ MUTATIONS: list[Mutation] = [
     Mutation("merge-keys", _text(_merge_keys), None),
     Mutation("anchors-and-aliases", _data(_share_driver), None),
     # --- what the printer must show as text ----------------------------------------
-    Mutation("markup-in-name", _data(_set("app.name", "[/bold]")), "{0,62}$' (got '[/bold]')"),
-    Mutation("markup-in-tag", _data(_set("environments.0.tag", "[red]x")), "environments[0].tag"),
+    _setting("markup-in-name", "app.name", "[/bold]", "{0,62}$' (got '[/bold]')"),
+    _setting("markup-in-tag", "environments.0.tag", "[red]x", "environments[0].tag"),
     # --- registry -------------------------------------------------------------------
-    Mutation(
+    _setting(
         "http-documentation-address",
-        _data(_set("registry.url", "http://203.0.113.5:5000")),
+        "registry.url",
+        "http://203.0.113.5:5000",
         "plain http is only for",
     ),
-    Mutation(
-        "http-any-address",
-        _data(_set("registry.url", "http://0.0.0.0:5000")),
-        "plain http is only for",
+    _setting("http-any-address", "registry.url", "http://0.0.0.0:5000", "plain http is only for"),
+    _setting(
+        "http-private-address", "registry.url", "http://10.0.0.5:5000", "plain http is only for"
     ),
-    Mutation(
-        "http-private-address",
-        _data(_set("registry.url", "http://10.0.0.5:5000")),
-        "plain http is only for",
-    ),
-    Mutation("http-localhost", _data(_set("registry.url", "http://localhost:5000")), None),
-    Mutation("http-ipv6-loopback", _data(_set("registry.url", "http://[::1]:5000")), None),
-    Mutation("https-remote", _data(_set("registry.url", "https://registry.example:5000")), None),
-    Mutation("url-with-path", _data(_set("registry.url", "https://r.example/v2")), "registry.url"),
-    Mutation("url-bad-port", _data(_set("registry.url", "https://r.example:99999")), "bad port"),
-    Mutation("no-moving-tags", _data(_set("registry.moving_tags", [])), "registry.moving_tags"),
-    Mutation(
+    _setting("http-localhost", "registry.url", "http://localhost:5000", None),
+    _setting("http-ipv6-loopback", "registry.url", "http://[::1]:5000", None),
+    _setting("https-remote", "registry.url", "https://registry.example:5000", None),
+    _setting("url-with-path", "registry.url", "https://r.example/v2", "registry.url"),
+    _setting("url-bad-port", "registry.url", "https://r.example:99999", "bad port"),
+    _setting("no-moving-tags", "registry.moving_tags", [], "registry.moving_tags"),
+    _setting(
         "tag-not-moving",
-        _data(_set("registry.moving_tags", ["integration-ready"])),
+        "registry.moving_tags",
+        ["integration-ready"],
         "environments[1].tag: 'production-ready' is not in registry.moving_tags",
     ),
     # --- environments ---------------------------------------------------------------
-    Mutation(
+    _setting(
         "shared-tag",
-        _data(_set("environments.1.tag", "integration-ready")),
+        "environments.1.tag",
+        "integration-ready",
         "environments[1].tag: 'integration-ready' is already the tag of integration",
     ),
-    Mutation(
+    _setting(
         "duplicate-environment",
-        _data(_set("environments.1.name", "integration")),
+        "environments.1.name",
+        "integration",
         "environments[1].name: 'integration' is already",
     ),
-    Mutation(
-        "no-environments",
-        _data(_set("environments", [])),
-        "environments: List should have at least 1 item",
+    _setting(
+        "no-environments", "environments", [], "environments: List should have at least 1 item"
     ),
-    Mutation(
+    _setting(
         "environments-a-string",
-        _data(_set("environments", "production")),
+        "environments",
+        "production",
         "environments: Input should be a valid list",
     ),
-    Mutation(
-        "environment-upper-case",
-        _data(_set("environments.0.name", "Integration")),
-        "environments[0].name",
+    _setting(
+        "environment-upper-case", "environments.0.name", "Integration", "environments[0].name"
     ),
-    Mutation(
-        "unknown-driver",
-        _data(_set("environments.0.driver.kind", "kubernetes")),
-        "unknown driver 'kubernetes'",
+    _setting(
+        "unknown-driver", "environments.0.driver.kind", "kubernetes", "unknown driver 'kubernetes'"
     ),
-    Mutation(
-        "app-id-invalid",
-        _data(_set("environments.0.driver.app_id", "hello")),
-        "environments[0].driver.app_id",
+    _setting(
+        "app-id-invalid", "environments.0.driver.app_id", "hello", "environments[0].driver.app_id"
     ),
-    Mutation(
-        "marathon-ftp",
-        _data(_set("environments.0.driver.url", "ftp://127.0.0.1")),
-        "environments[0].driver.url",
+    _setting(
+        "marathon-ftp", "environments.0.driver.url", "ftp://127.0.0.1", "environments[0].driver.url"
     ),
-    Mutation("timeout-integer", _data(_set(f"{A}.timeout", 24)), "a duration needs a unit"),
-    Mutation("timeout-bare-string", _data(_set(f"{A}.timeout", "24")), "a duration needs a unit"),
-    Mutation("timeout-zero", _data(_set(f"{A}.timeout", "0s")), "must be positive"),
-    Mutation("timeout-90s", _data(_set(f"{A}.timeout", "90s")), None),
-    Mutation("timeout-15m", _data(_set(f"{A}.timeout", "15m")), None),
-    Mutation(
+    _setting("timeout-integer", f"{A}.timeout", 24, "a duration needs a unit"),
+    _setting("timeout-bare-string", f"{A}.timeout", "24", "a duration needs a unit"),
+    _setting("timeout-zero", f"{A}.timeout", "0s", "must be positive"),
+    _setting("timeout-90s", f"{A}.timeout", "90s", None),
+    _setting("timeout-15m", f"{A}.timeout", "15m", None),
+    _setting(
         "approvers-blank",
-        _data(_set(f"{A}.approvers", ["", " "])),
+        f"{A}.approvers",
+        ["", " "],
         f"{A.replace('.1.', '[1].')}.approvers[0]: Value error, an approver's name must not be blank",
     ),
-    Mutation(
-        "approver-padded",
-        _data(_set(f"{A}.approvers", ["alice", " bob"])),
-        "must not start or end with spaces",
+    _setting(
+        "approver-padded", f"{A}.approvers", ["alice", " bob"], "must not start or end with spaces"
     ),
-    Mutation(
+    _setting(
         "approver-control-character",
-        _data(_set(f"{A}.approvers", ["ali\u200bce\n"])),
+        f"{A}.approvers",
+        ["ali\u200bce\n"],
         "environments[1].approval.approvers[0]",
     ),
-    Mutation(
-        "approvers-empty",
-        _data(_set(f"{A}.approvers", [])),
-        "approvers: List should have at least 1 item",
+    _setting(
+        "approvers-empty", f"{A}.approvers", [], "approvers: List should have at least 1 item"
     ),
-    Mutation(
+    _setting(
         "health-path-relative",
-        _data(_set("environments.0.health.path", "health")),
+        "environments.0.health.path",
+        "health",
         "environments[0].health.path",
     ),
-    Mutation(
-        "vsphere-http",
-        _data(_set(f"{P}.url", "http://127.0.0.1:8989/sdk")),
-        "preflight.vsphere.url",
-    ),
+    _setting("vsphere-http", f"{P}.url", "http://127.0.0.1:8989/sdk", "preflight.vsphere.url"),
     # --- files it names -------------------------------------------------------------
-    Mutation(
+    _setting(
         "context-escapes",
-        _data(_set("app.context", "../../../../../../etc")),
+        "app.context",
+        "../../../../../../etc",
         "app.context: /etc is outside the pipeline file's repository",
     ),
-    Mutation(
-        "context-absolute", _data(_set("app.context", "/usr")), "app.context: /usr is outside"
-    ),
+    _setting("context-absolute", "app.context", "/usr", "app.context: /usr is outside"),
     Mutation(
         "context-link-outside",
         _with_files(_link_to_etc, _set("app.context", "../examples/etc-link")),
         "app.context",
     ),
-    Mutation(
-        "context-missing",
-        _data(_set("app.context", "../examples/missing")),
-        "app.context: directory not found",
+    _setting(
+        "context-missing", "app.context", "../examples/missing", "app.context: directory not found"
     ),
-    Mutation(
+    _setting(
         "dockerfile-escapes",
-        _data(_set("app.dockerfile", "../" * 12 + "etc/hostname")),
+        "app.dockerfile",
+        "../" * 12 + "etc/hostname",
         "app.dockerfile: /etc/hostname is outside",
     ),
-    Mutation(
-        "dockerfile-missing",
-        _data(_set("app.dockerfile", "Containerfile")),
-        "app.dockerfile: file not found",
+    _setting(
+        "dockerfile-missing", "app.dockerfile", "Containerfile", "app.dockerfile: file not found"
     ),
-    Mutation(
+    _setting(
         "password-etc-shadow",
-        _data(_set("registry.password", {"file": "/etc/shadow"})),
+        "registry.password",
+        {"file": "/etc/shadow"},
         "registry.password.file: secret file /etc/shadow is outside",
     ),
-    Mutation(
+    _setting(
         "key-escapes",
-        _data(
-            _set(
-                "environments.0.driver.auth.private_key",
-                {"file": "../" * 12 + "etc/ssh/ssh_host_rsa_key"},
-            )
-        ),
+        "environments.0.driver.auth.private_key",
+        {"file": "../" * 12 + "etc/ssh/ssh_host_rsa_key"},
         "environments[0].driver.auth.private_key.file",
     ),
-    Mutation(
+    _setting(
         "vcenter-password-escapes",
-        _data(_set(f"{P}.password", {"file": "/root/.vcenter"})),
+        f"{P}.password",
+        {"file": "/root/.vcenter"},
         "environments[1].preflight.vsphere.password.file",
     ),
-    Mutation(
-        "secret-two-sources",
-        _data(_set("registry.password", {"env": "A", "file": "b"})),
-        "set exactly one of",
+    _setting(
+        "secret-two-sources", "registry.password", {"env": "A", "file": "b"}, "set exactly one of"
     ),
-    Mutation(
+    _setting(
         "template-escapes",
-        _data(_set("environments.0.driver.app_template", "/etc/passwd")),
+        "environments.0.driver.app_template",
+        "/etc/passwd",
         "environments[0].driver.app_template: /etc/passwd is outside",
     ),
-    Mutation(
+    _setting(
         "template-missing",
-        _data(_set("environments.0.driver.app_template", "marathon/missing.json")),
+        "environments.0.driver.app_template",
+        "marathon/missing.json",
         "app_template: file not found",
     ),
     Mutation(
@@ -397,9 +380,9 @@ MUTATIONS: list[Mutation] = [
         env={"CONVEYOR_SECRETS_DIR": "{root}/../worker-secrets"},
     ),
     # --- types and spelling ------------------------------------------------------------
-    Mutation("missing-app", _data(_set("app", None)), "app: required field is missing"),
-    Mutation("app-null", _data(_set("app", "")), "app: Input should be a valid dictionary"),
-    Mutation("typo", _data(_set("registry.repositry", "x")), "registry.repositry: unknown field"),
+    _setting("missing-app", "app", None, "app: required field is missing"),
+    _setting("app-null", "app", "", "app: Input should be a valid dictionary"),
+    _setting("typo", "registry.repositry", "x", "registry.repositry: unknown field"),
     Mutation(
         "port-a-word",
         _data(lambda d: d["environments"][0].update(driver={"kind": "docker", "port": "eighty"})),
@@ -410,14 +393,13 @@ MUTATIONS: list[Mutation] = [
         _data(lambda d: d["environments"][0].update(driver={"kind": "docker", "port": 70000})),
         "environments[0].driver.port",
     ),
-    Mutation(
-        "scanner-twice",
-        _data(_set("scan.scanners", ["secret", "secret"])),
-        "listed more than once: secret",
+    _setting(
+        "scanner-twice", "scan.scanners", ["secret", "secret"], "listed more than once: secret"
     ),
-    Mutation(
+    _setting(
         "ignore-bad-date",
-        _data(_set("scan.ignore", [{"id": "CVE-1", "reason": "r", "expires": "soon"}])),
+        "scan.ignore",
+        [{"id": "CVE-1", "reason": "r", "expires": "soon"}],
         "scan.ignore[0].expires",
     ),
     Mutation("unchanged", _data(lambda d: d), None),
