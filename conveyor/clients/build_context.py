@@ -10,17 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import os
-import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
 from typing import IO
 
+from conveyor.config.paths import git
 from conveyor.errors import BuildFailed
 
 # Where a Dockerfile that lives outside the context is put inside the tar.
 OUTSIDE_DOCKERFILE = ".conveyor.Dockerfile"
-_GIT_TIMEOUT_S = 15.0
 
 
 class DockerIgnore:
@@ -143,20 +142,6 @@ def context_tar(context: Path, dockerfile: Path, mtime: int | None = None) -> tu
     return fileobj, name
 
 
-def _git(context: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(context), *args],
-            capture_output=True,
-            text=True,
-            timeout=_GIT_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
 def version_of(context: Path, now: dt.datetime | None = None) -> tuple[str, str | None]:
     """(version, revision) of the source in ``context``.
 
@@ -167,10 +152,10 @@ def version_of(context: Path, now: dt.datetime | None = None) -> tuple[str, str 
     change the app's version. Outside git: ``0.0.0-<UTC timestamp>`` and no revision,
     which is unique per build but says nothing about the source.
     """
-    revision = _git(context, "rev-parse", "--verify", "HEAD")
+    revision = git(context, "rev-parse", "--verify", "HEAD")
     if revision:
-        described = _git(context, "describe", "--tags", "--always") or revision[:12]
-        changes = _git(context, "status", "--porcelain", "--", ".")
+        described = git(context, "describe", "--tags", "--always") or revision[:12]
+        changes = git(context, "status", "--porcelain", "--", ".")
         version = described
         if changes:
             version += "-dirty"
@@ -181,7 +166,7 @@ def version_of(context: Path, now: dt.datetime | None = None) -> tuple[str, str 
 
 def source_of(context: Path) -> str:
     """Where the source lives: the git remote's URL (credentials cut) or the local path."""
-    url = _git(context, "remote", "get-url", "origin")
+    url = git(context, "remote", "get-url", "origin")
     if url:
         scheme, sep, rest = url.partition("://")
         if sep and "@" in rest.split("/", 1)[0]:
@@ -194,7 +179,7 @@ def commit_epoch(context: Path, revision: str | None) -> int | None:
     """The commit's time in seconds (``SOURCE_DATE_EPOCH``), when there is a commit."""
     if not revision:
         return None
-    when = _git(context, "show", "-s", "--format=%ct", revision)
+    when = git(context, "show", "-s", "--format=%ct", revision)
     return int(when) if when and when.isdigit() else None
 
 

@@ -20,24 +20,29 @@ from pydantic import BaseModel
 from conveyor.config.base import SecretRef
 from conveyor.config.settings import WorkerSettings
 
-_GIT_TIMEOUT_S = 10.0
+_GIT_TIMEOUT_S = 15.0
 
 
-def repository_of(pipeline_file: Path) -> Path:
-    """The git work tree holding the file, or the file's folder outside git."""
-    folder = pipeline_file.resolve().parent
+def git(folder: Path, *args: str) -> str | None:
+    """``git -C folder args``'s output, or None where git fails, hangs or is missing."""
     try:
         done = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+            ["git", "-C", str(folder), *args],
             capture_output=True,
             text=True,
             timeout=_GIT_TIMEOUT_S,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
-        return folder
-    top = done.stdout.strip()
-    return Path(top).resolve() if done.returncode == 0 and top else folder
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def repository_of(pipeline_file: Path) -> Path:
+    """The git work tree holding the file, or the file's folder outside git."""
+    folder = pipeline_file.resolve().parent
+    top = git(folder, "rev-parse", "--show-toplevel")
+    return Path(top).resolve() if top else folder
 
 
 @dataclass(frozen=True)
