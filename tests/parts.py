@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
@@ -35,3 +36,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def two_environments(
+    context: Path | str, production: dict[str, Any], app: str = "hello", integration_port: int = 1
+) -> dict[str, Any]:
+    """A pipeline document with no outside system in it: integration on the docker
+    driver, then ``production`` (its name and tag filled in); for tests of the config
+    and of the stages that never deploy."""
+    return {
+        "app": {"name": app, "context": str(context)},
+        "registry": {"url": "http://127.0.0.1:5000", "repository": f"conveyor/{app}"},
+        "environments": [
+            {
+                "name": "integration",
+                "tag": "integration-ready",
+                "driver": {"kind": "docker", "port": integration_port},
+            },
+            {"name": "production", "tag": "production-ready", **production},
+        ],
+    }

@@ -29,6 +29,7 @@ from conveyor.errors import (
 )
 from conveyor.release import ApprovalRecord, Release, ReleaseRecord, Verification
 from conveyor.timeline import Timeline
+from tests.parts import two_environments
 
 OLD = "sha256:" + "a" * 64
 NEW = "sha256:" + "b" * 64
@@ -188,26 +189,12 @@ class FakeSteps:
 def pipeline(tmp_path: Path, **production: Any) -> Pipeline:
     """integration, then production behind alice's approval, with ``production``'s extra keys."""
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
-    envs = [
-        {
-            "name": "integration",
-            "tag": "integration-ready",
-            "driver": {"kind": "docker", "port": 1},
-        },
-        {
-            "name": "production",
-            "tag": "production-ready",
-            "driver": {"kind": "docker", "port": 2},
-            "approval": {"approvers": ["alice"], "timeout": "1h"},
-            **production,
-        },
-    ]
-    data = {
-        "app": {"name": "hello", "context": str(tmp_path)},
-        "registry": {"url": "http://127.0.0.1:5000", "repository": "conveyor/hello"},
-        "environments": envs,
+    gated = {
+        "driver": {"kind": "docker", "port": 2},
+        "approval": {"approvers": ["alice"], "timeout": "1h"},
+        **production,
     }
-    return parse_pipeline(data, "pipeline.yaml", tmp_path)
+    return parse_pipeline(two_environments(tmp_path, gated), "pipeline.yaml", tmp_path)
 
 
 @dataclass(frozen=True)

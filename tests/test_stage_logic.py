@@ -23,6 +23,7 @@ from conveyor.release import (
     Verification,
 )
 from conveyor.verification import results_rows, verdict
+from tests.parts import two_environments
 
 DIGEST = "sha256:" + "c" * 64
 VCENTER = {
@@ -38,24 +39,10 @@ VCENTER = {
 def _pipeline(tmp_path: Path, warnings_block: bool) -> Pipeline:
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     production = {
-        "name": "production",
-        "tag": "production-ready",
         "driver": {"kind": "docker", "port": 2},
         "preflight": {"vsphere": {**VCENTER, "warnings_block": warnings_block}},
     }
-    data = {
-        "app": {"name": "hello", "context": str(tmp_path)},
-        "registry": {"url": "http://127.0.0.1:5000", "repository": "conveyor/hello"},
-        "environments": [
-            {
-                "name": "integration",
-                "tag": "integration-ready",
-                "driver": {"kind": "docker", "port": 1},
-            },
-            production,
-        ],
-    }
-    return parse_pipeline(data, "pipeline.yaml", tmp_path)
+    return parse_pipeline(two_environments(tmp_path, production), "pipeline.yaml", tmp_path)
 
 
 def _report(source: str, status: str) -> PreflightReport:

@@ -23,7 +23,7 @@ from conveyor.errors import AuthenticationFailed, PlacementViolation, PreflightF
 from conveyor.preflight import PreflightReport
 from conveyor.preflight.vsphere import Demand, check_placement, run_preflight
 from conveyor.sim import vcenter
-from tests.parts import missing
+from tests.parts import missing, two_environments
 
 pytestmark = pytest.mark.vcsim
 
@@ -234,23 +234,11 @@ def test_the_composition_root_hands_out_one_logged_in_session_and_logs_it_out(
 ) -> None:
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     cfg = config(sim).model_dump(mode="json", exclude_none=True)
-    data = {
-        "app": {"name": "hello", "context": str(tmp_path)},
-        "registry": {"url": "http://127.0.0.1:5000", "repository": "conveyor/hello"},
-        "environments": [
-            {
-                "name": "integration",
-                "tag": "integration-ready",
-                "driver": {"kind": "docker", "port": 18081},
-            },
-            {
-                "name": "production",
-                "tag": "production-ready",
-                "driver": {"kind": "docker", "port": 18091, "candidate_port": 18092},
-                "preflight": {"vsphere": cfg},
-            },
-        ],
+    production = {
+        "driver": {"kind": "docker", "port": 18091, "candidate_port": 18092},
+        "preflight": {"vsphere": cfg},
     }
+    data = two_environments(tmp_path, production, integration_port=18081)
     pipeline = parse_pipeline(data, "pipeline.yaml", tmp_path)
     production = pipeline.environments[1]
     with Connections(pipeline, resolve_secret=lambda _ref: sim.password) as c:
