@@ -142,3 +142,28 @@ def test_a_missing_worker_fails_the_front_page(
     assert page.status_code == 502
     assert "the API did not answer" in page.text
     assert f"{_url(ports['api'])}/cgi-bin/api answered HTTP/1.1 502" in page.text
+
+
+def test_the_pipeline_file_wires_each_caller_to_its_callee() -> None:
+    """deployments/shop.yaml: in each cluster the URL a member is told is the fixed port
+    of the member it calls, which it depends on (so Marathon starts that one first)."""
+    from conveyor.config import load_pipeline
+    from conveyor.drivers.marathon_app import load_template
+
+    pipeline = load_pipeline(SHOP.parent.parent / "deployments" / "shop.yaml")
+    services = {s.name: s for s in pipeline.members}
+    assert [s.name for s in pipeline.members] == list(SERVICES)
+    for env in pipeline.environments:
+        apps = {}
+        for name, s in services.items():
+            template = s.environments[env.name].app_template
+            assert template is not None
+            apps[name] = load_template(template)
+        for caller, callee in CALLS.items():
+            assert services[caller].depends_on == [callee]
+            fixed = apps[callee]
+            assert fixed["requirePorts"] is True and fixed["instances"] == 1
+            port = fixed["portDefinitions"][0]["port"]
+            assert apps[caller]["env"] == {_env_name(callee): _url(port)}, (env.name, caller)
+        ports = [a["portDefinitions"][0]["port"] for a in apps.values()]
+        assert len(set(ports)) == len(ports), (env.name, ports)
