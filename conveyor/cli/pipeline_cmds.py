@@ -39,6 +39,8 @@ PipelineOpt = Annotated[
 DEFAULT_PIPELINE = Path("deployments/local.yaml")
 # How long ship waits for the promote run it started to reach its gate or its end.
 HANDOVER_WAIT_S = 120
+# tasks/handover.py starts each promote run under the key handover-<run id>-<env>-<digest>.
+HANDOVER_KEY = "handover-"
 IN_PROCESS = {
     "ship": ("flows.ship", "ship", "shipped "),
     "nightly-integration": ("flows.nightly", "nightly_integration", "integration passed "),
@@ -65,23 +67,26 @@ def _emit(line: str) -> None:
     console.print(Text(line))
 
 
-def _handovers(client: Any, after: dt.datetime, pipeline: str, seen: set[str]) -> list[Any]:
-    """promote runs created since ``after`` for the same pipeline file, not followed yet."""
+def _handovers(client: Any, after: dt.datetime, seen: set[str]) -> list[Any]:
+    """promote runs created since ``after`` that a run in ``seen`` handed over to, not
+    followed yet. The handover's idempotency key names the run that started it: other
+    ships of the same pipeline file at the same time hand over runs of their own."""
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
     from prefect.client.schemas.sorting import FlowRunSort
 
     found = client.read_flow_runs(
         flow_filter=FlowFilter(name=FlowFilterName(any_=["promote"])),
         sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-        limit=20,
+        limit=200,
     )
+    prefixes = tuple(f"{HANDOVER_KEY}{parent}-" for parent in seen)
     return [
         r
         for r in reversed(found)
         if r.created
         and r.created >= after
         and str(r.id) not in seen
-        and (r.parameters or {}).get("pipeline") == pipeline
+        and (r.idempotency_key or "").startswith(prefixes)
     ]
 
 
@@ -116,13 +121,13 @@ def _run(deployment: str, parameters: dict[str, Any], follow_handovers: bool) ->
             state = runs.follow(client, run.id, _emit)
             _settled(client, run, state)
             if follow_handovers and state is not None and state.is_completed():
-                _follow_handovers(client, started, str(parameters["pipeline"]), {str(run.id)})
+                _follow_handovers(client, started, {str(run.id)})
 
 
-def _follow_handovers(client: Any, after: dt.datetime, pipeline: str, seen: set[str]) -> None:
+def _follow_handovers(client: Any, after: dt.datetime, seen: set[str]) -> None:
     deadline = time.monotonic() + HANDOVER_WAIT_S
     while time.monotonic() < deadline:
-        pending = _handovers(client, after, pipeline, seen)
+        pending = _handovers(client, after, seen)
         if not pending:
             return
         for run in pending:
