@@ -95,7 +95,7 @@ class Connections:
         self.builds: dict[str, int] = {}
 
     def __repr__(self) -> str:
-        return f"Connections(app={self.pipeline.app.name!r}, built={sorted(self.builds)})"
+        return f"Connections(app={self.pipeline.release_name!r}, built={sorted(self.builds)})"
 
     def __enter__(self) -> Connections:
         return self
@@ -197,17 +197,29 @@ class Connections:
                 env.name,
                 cfg,
                 self.docker(cfg.docker_host),
-                self.pipeline.app.name,
-                self.pipeline.app.port_env,
+                self.pipeline.single_app.name
+                if self.pipeline.single_app
+                else self.pipeline.release_name,
+                self.pipeline.members[0].port_env,
                 env.health,
                 self.http(),
                 registry_auth=(
                     {"username": auth[0], "password": auth[1].get_secret_value()} if auth else None
                 ),
             )
+        credentials = marathon_auth(cfg, self.secret)
+        if self.pipeline.services:
+            from conveyor.drivers.marathon_release import MarathonReleaseDriver, MemberSpec
+
+            members = []
+            for s in self.pipeline.members:
+                here = s.environments.get(env.name)
+                template = here.app_template if here and here.app_template else cfg.app_template
+                members.append(MemberSpec(s.name, template, tuple(s.depends_on)))
+            return MarathonReleaseDriver(env.name, cfg, members, auth=credentials)
         from conveyor.drivers.marathon import MarathonDriver
 
-        return MarathonDriver(env.name, cfg, auth=marathon_auth(cfg, self.secret))
+        return MarathonDriver(env.name, cfg, auth=credentials)
 
     def vsphere(self, env: EnvironmentConfig) -> VSphereClient | None:
         """A vCenter session for the environment's checks; None where none is configured."""

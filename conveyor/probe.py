@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -152,14 +152,20 @@ def _run_captured(
         return None, out.decode(errors="replace")
 
 
-def run_test_command(cmd: Sequence[str], env_urls: Sequence[str], timeout: float) -> CheckResult:
+def run_test_command(
+    cmd: Sequence[str],
+    env_urls: Sequence[str],
+    timeout: float,
+    extra_env: Mapping[str, str] | None = None,
+) -> CheckResult:
     """Run the environment's test command with the app's URLs in its environment.
 
-    CONVEYOR_APP_URL is the first URL, CONVEYOR_APP_URLS all of them space separated.
+    CONVEYOR_APP_URL is the first URL, CONVEYOR_APP_URLS all of them space separated;
+    ``extra_env`` adds more (every member's ``CONVEYOR_URL_<SERVICE>``).
     The detail ends with the tail of the command's combined output.
     """
     name = "test command: " + " ".join(cmd)
-    env = dict(os.environ)
+    env = {**os.environ, **(extra_env or {})}
     env["CONVEYOR_APP_URL"] = env_urls[0] if env_urls else ""
     env["CONVEYOR_APP_URLS"] = " ".join(env_urls)
     started = time.monotonic()

@@ -29,6 +29,9 @@ class Release(BaseModel):
     digest: str
     version: str
     revision: str | None = None
+    # A release of several services: ``digest`` is then its release artifact (an OCI
+    # index) and these are the services' images, dependencies first. Empty for one app.
+    members: tuple[Release, ...] = ()
 
     @field_validator("digest")
     @classmethod
@@ -45,6 +48,17 @@ class Release(BaseModel):
     @property
     def short(self) -> str:
         return self.digest[7:19]
+
+    @property
+    def services(self) -> tuple[Release, ...]:
+        """The images this release deploys: its members, or itself for a release of one."""
+        return self.members or (self,)
+
+    def member(self, service: str) -> Release:
+        for m in self.members:
+            if m.app == service:
+                return m
+        raise KeyError(service)
 
 
 class Verification(BaseModel):

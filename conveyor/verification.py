@@ -13,11 +13,22 @@ from conveyor.errors import PlacementViolation
 from conveyor.preflight.vsphere import check_placement
 from conveyor.probe import CheckResult, run_http_checks, run_test_command, wait_healthy
 from conveyor.release import Release, Verification
+from conveyor.release_set import member_url_environment
 
 PLACEMENT = "placement over ESXi hosts"
 
 
 RELEASE = "runs the release"
+
+
+def expected_digest(release: Release, member: str | None) -> str | None:
+    """The image an instance of ``member`` must run in ``release`` (None: no such member)."""
+    if not release.members:
+        return release.digest
+    try:
+        return release.member(member or "").digest
+    except KeyError:
+        return None
 
 
 def release_checks(state: DeployedState, release: Release) -> list[CheckResult]:
@@ -31,22 +42,36 @@ def release_checks(state: DeployedState, release: Release) -> list[CheckResult]:
             f"{RELEASE} @ {i.url}",
             False,
             f"{i.url} on {i.agent or i.host} runs {i.digest or 'an image nobody can name'}, "
-            f"not {release.version} ({release.digest})",
+            f"not {release.version} ({expected_digest(release, i.member) or 'no such member'})",
             0.0,
         )
         for i in state.instances
-        if i.digest != release.digest
+        if i.digest is None or i.digest != expected_digest(release, i.member)
     ]
+
+
+def member_urls(state: DeployedState, release: Release) -> dict[str, list[str]]:
+    """Service → the URLs of its instances that run ``release`` (one key for one app)."""
+    urls: dict[str, list[str]] = {}
+    for i in state.instances:
+        if i.digest is not None and i.digest == expected_digest(release, i.member):
+            urls.setdefault(i.member or release.app, []).append(i.url)
+    return urls
 
 
 def run_checks(
     connections: Connections, env: EnvironmentConfig, release: Release
 ) -> list[CheckResult]:
     """What runs in ``env`` now, checked: every result, passed or not. The checks go to
-    the instances of ``release`` only; any other instance is a failed check naming it."""
+    the instances of ``release`` only; any other instance is a failed check naming it.
+    In a release of several services every member's instances are checked, and the
+    test command gets each member's URL as ``CONVEYOR_URL_<SERVICE>``."""
     state = connections.driver(env).status()
     results = release_checks(state, release)
-    urls = [i.url for i in state.instances if i.digest == release.digest]
+    by_member = member_urls(state, release)
+    urls = [u for member_urls in by_member.values() for u in member_urls]
+    absent = [s.app for s in release.members if s.app not in by_member]
+    results += [CheckResult(f"{RELEASE}: {a}", False, f"no instance of {a}", 0.0) for a in absent]
     if not urls:
         return results or [CheckResult(RELEASE, False, f"nothing runs in {env.name}", 0.0)]
     http = connections.http()
@@ -63,7 +88,10 @@ def run_checks(
             name = result.name if len(urls) == 1 else f"{result.name} @ {url}"
             results.append(CheckResult(name, result.passed, result.detail, result.duration_s))
     if env.tests.command:
-        results.append(run_test_command(env.tests.command, urls, env.tests.command_timeout_s))
+        each = member_url_environment({m: found[0] for m, found in by_member.items()})
+        results.append(
+            run_test_command(env.tests.command, urls, env.tests.command_timeout_s, extra_env=each)
+        )
     placement = placement_check(connections, env, state)
     if placement is not None:
         results.append(placement)

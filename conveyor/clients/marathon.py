@@ -202,6 +202,16 @@ class MarathonClient:
             return None
         return _parse(Group.model_validate, "GET", path, body)
 
+    def group_versions(self, group_id: str) -> list[str]:
+        """The group's stored versions, newest first."""
+        path = "/v2/groups/" + group_id.strip("/") + "/versions"
+        body = self._json("GET", path)
+        return sorted((str(v) for v in body), reverse=True) if isinstance(body, list) else []
+
+    def group_version(self, group_id: str, version: str) -> Group:
+        path = "/v2/groups/" + group_id.strip("/") + "/versions/" + quote(version, safe="")
+        return _parse(Group.model_validate, "GET", path, self._json("GET", path))
+
     def put_group(self, group_id: str, body: Definition, force: bool = False) -> DeploymentRef:
         """Create or replace the group (``{"version": V}`` reverts it to version V)."""
         params = {"force": "true"} if force else {}

@@ -85,6 +85,11 @@ def dependency_order(services: list[ServiceConfig]) -> list[ServiceConfig]:
 
 def service_problems(p: Pipeline) -> list[str]:
     problems: list[str] = []
+    if len(p.services) > 1 and p.name is None:
+        problems.append(
+            "name: a release of several services needs a name (its Marathon group, "
+            "its release artifact, its records)"
+        )
     first: dict[str, int] = {}
     for i, s in enumerate(p.services):
         if s.name in first:

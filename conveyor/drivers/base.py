@@ -31,6 +31,8 @@ class Instance:
     # The image digest this instance runs, when the driver can tell (verification
     # checks only instances of the release it verifies).
     digest: str | None = None
+    # The service it is an instance of, in a release of several services.
+    member: str | None = None
 
     @property
     def url(self) -> str:

@@ -59,7 +59,7 @@ def _unready(app: App) -> str | None:
     return None
 
 
-def _wait(
+def wait_live(
     client: MarathonClient,
     ids: dict[str, str],
     timeout_s: float,
@@ -99,7 +99,7 @@ def deploy_group(
     previous = before.version if before and before.apps else None
     ref = client.put_group(group_id, group_body(group_id, members))
     ids = {m.name: f"{group_id.rstrip('/')}/{m.name}" for m in members}
-    failed = _wait(client, ids, timeout_s, clock, sleep)
+    failed = wait_live(client, ids, timeout_s, clock, sleep)
     if failed is None:
         log.info("group %s live at %s (%d members)", group_id, ref.version, len(members))
         return GroupResult(group_id, ref.version, previous)
@@ -111,7 +111,7 @@ def deploy_group(
     else:
         client.put_group(group_id, {"version": previous}, force=True)
         prior = {n: i for n, i in ids.items() if any(a.id == i for a in before.apps)}
-        still = _wait(client, prior, rollback_timeout_s, clock, sleep)
+        still = wait_live(client, prior, rollback_timeout_s, clock, sleep)
         outcome = f"back at {previous}" if still is None else f"stuck: {still[0]}: {still[1]}"
     raise DeploymentFailed(
         f"member {name!r} of group {group_id} did not become healthy within {timeout_s:g}s "

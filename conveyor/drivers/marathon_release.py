@@ -1,0 +1,245 @@
+"""The Marathon driver of a release of several services: one group per environment.
+
+The driver's ``app_id`` is the group; each service is the member app
+``<group>/<service>``, rendered from its own app template (or the driver's), pinned to
+its image digest and carrying the release artifact's digest and version as labels, so
+what the group runs can be read back from Marathon alone. Deploy and rollback move the
+whole group (``marathon_group``): every member on the new release healthy, or the
+group back where it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+
+from conveyor.clients.dcos import DcosClient
+from conveyor.clients.marathon import MarathonClient, tls_verify
+from conveyor.clients.marathon_model import App, Group
+from conveyor.config.drivers import MarathonDriverConfig
+from conveyor.drivers.base import DeployedState, DeployOutcome, Progress, no_progress
+from conveyor.drivers.marathon_app import instance_of, load_template, normalise, overlay, render
+from conveyor.drivers.marathon_group import Member, deploy_group, wait_live
+from conveyor.errors import DeploymentFailed
+from conveyor.preflight import Demand, PreflightReport
+from conveyor.preflight.dcos import dcos_preflight
+from conveyor.release import Release
+
+LABEL_RELEASE = "dev.conveyor.release.digest"
+LABEL_RELEASE_VERSION = "dev.conveyor.release.version"
+# Group versions looked at when searching the release that ran before: each is one GET.
+MAX_VERSIONS = 25
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One service as this environment deploys it."""
+
+    name: str
+    template: Path
+    depends_on: tuple[str, ...] = ()
+
+
+def _release_of(group: Group) -> tuple[str | None, str | None]:
+    """The release artifact every member app names, or (None, None) if they disagree."""
+    digests = {a.labels.get(LABEL_RELEASE) for a in group.apps}
+    versions = {a.labels.get(LABEL_RELEASE_VERSION) for a in group.apps}
+    if len(digests) != 1 or len(versions) != 1:
+        return None, None
+    return digests.pop(), versions.pop()
+
+
+class MarathonReleaseDriver:
+    def __init__(
+        self,
+        environment: str,
+        config: MarathonDriverConfig,
+        members: list[MemberSpec],
+        *,
+        auth: httpx.Auth | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.environment = environment
+        self.config = config
+        self.group_id = "/" + config.app_id.strip("/")
+        self.members = members
+        self._templates = {m.name: load_template(m.template) for m in members}
+        self._clock, self._sleep = clock, sleep
+        self._transport = transport
+        self._verify = tls_verify(config.verify_tls, config.ca_bundle)
+        self.auth = auth
+        base = config.url.rstrip("/") + ("/service/marathon" if config.dcos else "")
+        self.client = MarathonClient(
+            base,
+            auth=auth,
+            transport=transport,
+            verify=self._verify,
+            timeout_s=config.request_timeout_s,
+            sleep=sleep,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _app_id(self, name: str) -> str:
+        return f"{self.group_id}/{name}"
+
+    # --- reading ----------------------------------------------------------
+
+    def status(self) -> DeployedState:
+        group = self.client.find_group(self.group_id)
+        if group is None or not group.apps:
+            return DeployedState(environment=self.environment, digest=None, version=None)
+        digest, version = _release_of(group)
+        instances = []
+        for app in group.apps:
+            member = app.id.rsplit("/", 1)[-1]
+            checked = bool(app.health_checks)
+            for t in app.tasks:
+                # A task of an earlier configuration runs an image this read cannot name.
+                image = app.digest if t.version >= app.config_version else None
+                instances.append(replace(instance_of(t, checked, image), member=member))
+        return DeployedState(
+            environment=self.environment,
+            digest=digest,
+            version=version,
+            instances=tuple(instances),
+            detail={"group_id": self.group_id, "version": group.version},
+        )
+
+    def _desired(self, release: Release) -> list[Member]:
+        out = []
+        for spec in self.members:
+            app = render(
+                self._templates[spec.name], self._app_id(spec.name), release.member(spec.name)
+            )
+            app["labels"] = {
+                **app["labels"],
+                LABEL_RELEASE: release.digest,
+                LABEL_RELEASE_VERSION: release.version,
+            }
+            app["dependencies"] = list(spec.depends_on)
+            out.append(Member(spec.name, app))
+        return out
+
+    def plan(self, release: Release) -> str:
+        """One unified diff per member against what its app holds now."""
+        sections = []
+        for m in self._desired(release):
+            app_id = self._app_id(m.name)
+            desired = {**m.definition, "id": app_id}
+            desired["dependencies"] = [self._app_id(d) for d in desired["dependencies"]]
+            current = self.client.find_app(app_id)
+            before = normalise(current.definition()) if current else {}
+            after = overlay(before, desired) if current else desired
+            if before == after:
+                sections.append(f"{m.name}: no changes ({app_id})")
+                continue
+            diff = difflib.unified_diff(
+                json.dumps(before, indent=2, sort_keys=True).splitlines() if current else [],
+                json.dumps(after, indent=2, sort_keys=True).splitlines(),
+                fromfile=f"{app_id} running version {current.version}" if current else "/dev/null",
+                tofile=f"{app_id} with {release.version} ({release.member(m.name).short})",
+                lineterm="",
+            )
+            sections.append(f"{m.name}:\n" + "\n".join(diff))
+        return "\n\n".join(sections)
+
+    # --- deploying --------------------------------------------------------
+
+    def deploy(self, release: Release, progress: Progress = no_progress) -> DeployOutcome:
+        state = self.status()
+        if state.runs(release):
+            return DeployOutcome(
+                state, False, f"{self.group_id} already runs {release.version} healthy"
+            )
+        progress(
+            f"{self.environment}: deploying {release.version} ({release.short}) as group "
+            f"{self.group_id}: " + ", ".join(f"{m.app}@{m.short}" for m in release.members)
+        )
+        result = deploy_group(
+            self.client,
+            self.group_id,
+            self._desired(release),
+            timeout_s=self.config.deploy_timeout_s,
+            rollback_timeout_s=self.config.rollback_timeout_s,
+            clock=self._clock,
+            sleep=self._sleep,
+        )
+        return DeployOutcome(
+            self.status(),
+            True,
+            f"{self.group_id} runs {release.version} ({release.short}) healthy at group "
+            f"version {result.version}",
+        )
+
+    def _previous(self, current: str | None) -> tuple[str, Group] | None:
+        """The newest stored group version that ran another release."""
+        for version in self.client.group_versions(self.group_id)[:MAX_VERSIONS]:
+            group = self.client.group_version(self.group_id, version)
+            digest, _ = _release_of(group)
+            if group.apps and digest is not None and digest != current:
+                return version, group
+        return None
+
+    def rollback(self, progress: Progress = no_progress) -> DeployOutcome:
+        current = self.status()
+        found = self._previous(current.digest)
+        if found is None:
+            raise DeploymentFailed(
+                f"{self.environment}: group {self.group_id} has no earlier version with another "
+                f"release (looked at the newest {MAX_VERSIONS}); nothing to roll back to"
+            )
+        version, group = found
+        progress(f"{self.environment}: rolling group {self.group_id} back to its version {version}")
+        self.client.put_group(self.group_id, {"version": version}, force=True)
+        ids = {a.id.rsplit("/", 1)[-1]: a.id for a in group.apps}
+        stuck = wait_live(
+            self.client, ids, self.config.rollback_timeout_s, self._clock, self._sleep
+        )
+        if stuck is not None:
+            raise DeploymentFailed(
+                f"{self.environment}: rollback of group {self.group_id} to {version} not live "
+                f"within {self.config.rollback_timeout_s:g}s: member {stuck[0]!r}: {stuck[1]}"
+            )
+        state = self.status()
+        return DeployOutcome(
+            state, True, f"{self.group_id} rolled back to {state.version} (group version {version})"
+        )
+
+    def demand(self) -> Demand:
+        """Every member's instances, at the largest member's size (the safe side)."""
+        apps = [App.model_validate(t) for t in self._templates.values()]
+        return Demand(
+            instances=sum(a.instances for a in apps),
+            cpus=max(a.cpus for a in apps),
+            mem_mb=max(a.mem for a in apps),
+        )
+
+    def preflight(self, release: Release) -> PreflightReport:
+        """The DC/OS cluster's pre-flight for every member; a check common to all once."""
+        checks = []
+        with httpx.Client(
+            base_url=self.config.url.rstrip("/"),
+            auth=self.auth,
+            transport=self._transport,
+            verify=self._verify,
+            timeout=httpx.Timeout(self.config.request_timeout_s),
+        ) as http:
+            dcos = DcosClient(http)
+            group = self.client.find_group(self.group_id)
+            running = {a.id: len(a.tasks) for a in group.apps} if group else {}
+            for m in self._desired(release):
+                app = copy.deepcopy(m.definition)
+                report = dcos_preflight(self.environment, dcos, app, running.get(app["id"], 0))
+                checks += [c for c in report.checks if c not in checks]
+        return PreflightReport(environment=self.environment, source="dcos", checks=tuple(checks))
