@@ -1,20 +1,30 @@
-"""What Prefect costs on top of the work: ``ship`` (auto-approved) against the same
-external operations called directly through the same conveyor clients and drivers.
+"""What the worker path costs on top of the work (issue 9): ``conveyor ship
+--auto-approve`` started as a deployment run on a Prefect process worker (polling every
+second, as the local stack's), followed by the CLI until the promote run it hands the
+release to has deployed and verified production, against the same external operations
+called directly through the same conveyor clients and drivers.
 
 Both sides build a new version of the sample app, scan it, push it, tag it and attach
 its evidence, then deploy and check it in integration and production. Rounds
 alternate which side goes first; the figures are medians. Target: ratio <= 1.2.
+Where the rest goes is read from the server's timestamps of each round's two runs:
+the worker's poll (created -> Pending), the flow process's start (Pending -> Running),
+the run's body split into its task runs and what lies between them, and the CLI's tail
+(the promote run's end -> the CLI's exit); then what a fresh interpreter pays to
+import prefect and each flow module, which is most of a flow process's start.
 
-    python bench/orchestration_overhead.py [--rounds 4]
+    PATH=.venv/bin:$PATH .venv/bin/python bench/orchestration_overhead.py [--rounds 3]
 
-Starts its own Prefect server and registry on free ports of 127.0.0.1.
+Starts its own Prefect server, registry and worker on free ports of 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,13 +46,30 @@ from conveyor.promotion import TagPolicy, promote
 from conveyor.release import Release
 from conveyor.scan_policy import enforce, scan, trivy_for
 from tests.pipeline_support import (
-    PASSWORD_ENV,
+    REPO,
     USER,
+    FlowProcess,
     Stack,
+    Worker,
+    allow_auto_approve,
+    deploy_all,
     new_app,
     pipeline_data,
     start_stack,
     write_pipeline,
+)
+
+SEGMENTS = (
+    "CLI start -> ship created",
+    "ship: worker poll (created -> Pending)",
+    "ship: process start (Pending -> Running)",
+    "ship: in task runs",
+    "ship: between task runs",
+    "handover: ship end -> promote Pending",
+    "promote: process start (Pending -> Running)",
+    "promote: in task runs",
+    "promote: between task runs",
+    "CLI tail (promote end -> CLI exit)",
 )
 
 
@@ -107,21 +134,115 @@ def direct(pipeline: Pipeline, stack: Stack, version: str) -> None:
             )
 
 
+def import_cost(module: str) -> float:
+    """Seconds a fresh interpreter takes to import ``module``: what each flow process
+    (and the CLI, for prefect) pays before the run can turn Running."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import {module}"], cwd=REPO, check=True, timeout=300)
+    return time.perf_counter() - start
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _states(stack: Stack, run_id: str) -> dict[str, dt.datetime]:
+    """The first time the run entered each state type."""
+    response = stack.api.http.get("/flow_run_states/", params={"flow_run_id": run_id})
+    response.raise_for_status()
+    first: dict[str, dt.datetime] = {}
+    for state in sorted(response.json(), key=lambda s: s["timestamp"]):
+        first.setdefault(state["type"], _time(state["timestamp"]))
+    return first
+
+
+def _in_tasks(stack: Stack, run_id: str) -> tuple[float, int]:
+    """Seconds the run spent inside task runs (their union) and how many it ran."""
+    spans = sorted(
+        (_time(t["start_time"]), _time(t["end_time"]))
+        for t in stack.api.task_runs(run_id)
+        if t["start_time"] and t["end_time"]
+    )
+    total, reach = 0.0, None
+    for start, end in spans:
+        if reach is not None and start < reach:
+            start = reach
+        if end > start:
+            total += (end - start).total_seconds()
+        reach = max(reach, end) if reach is not None else end
+    return total, len(spans)
+
+
+def breakdown(
+    stack: Stack, cli_start: dt.datetime, cli_end: dt.datetime, ship_id: str, promote_id: str
+) -> dict[str, float]:
+    ship, promote = _states(stack, ship_id), _states(stack, promote_id)
+    ship_created = _time(stack.api.run(ship_id)["created"])
+    ship_tasks, _ = _in_tasks(stack, ship_id)
+    promote_tasks, _ = _in_tasks(stack, promote_id)
+    ship_body = (ship["COMPLETED"] - ship["RUNNING"]).total_seconds()
+    promote_body = (promote["COMPLETED"] - promote["RUNNING"]).total_seconds()
+    return dict(
+        zip(
+            SEGMENTS,
+            (
+                (ship_created - cli_start).total_seconds(),
+                (ship["PENDING"] - ship_created).total_seconds(),
+                (ship["RUNNING"] - ship["PENDING"]).total_seconds(),
+                ship_tasks,
+                ship_body - ship_tasks,
+                (promote["PENDING"] - ship["COMPLETED"]).total_seconds(),
+                (promote["RUNNING"] - promote["PENDING"]).total_seconds(),
+                promote_tasks,
+                promote_body - promote_tasks,
+                (cli_end - promote["COMPLETED"]).total_seconds(),
+            ),
+            strict=True,
+        )
+    )
+
+
+def on_worker(stack: Stack, pipeline_file: Path, version: str, log: Path) -> dict[str, float]:
+    """One ``conveyor ship`` through the worker; its wall time and where it went."""
+    cli_start = dt.datetime.now(dt.UTC)
+    start = time.perf_counter()
+    cli = FlowProcess(
+        stack, ["ship", "-p", str(pipeline_file), "--auto-approve", "--version", version], log
+    )
+    code = cli.wait(timeout=900)
+    wall = time.perf_counter() - start
+    cli_end = dt.datetime.now(dt.UTC)
+    if code != 0:
+        raise SystemExit(f"conveyor ship {version} exited {code}: see {log}")
+    ship_id = stack.api.runs_of(pipeline_file, "ship")[-1]["id"]
+    promote_id = stack.api.runs_of(pipeline_file, "promote")[-1]["id"]
+    return {"wall": wall, **breakdown(stack, cli_start, cli_end, ship_id, promote_id)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     rounds = parser.parse_args().rounds
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         root = Path(tmp)
         stack = start_stack(root)
-        os.environ.update(stack.env())
-        os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
         client = docker.from_env(timeout=120)
         app = new_app(stack, client, root)
+        worker = None
         try:
-            pipeline_file = write_pipeline(root / "pipeline.yaml", pipeline_data(app))
-            run(pipeline_file, stack, rounds)
+            deploy_all(stack, root / "deploy.log")
+            stack.on_worker = True
+            worker = Worker(stack, root / "worker.log")
+            data = allow_auto_approve(pipeline_data(app))
+            pipeline_file = write_pipeline(root / "pipeline.yaml", data)
+            run(pipeline_file, stack, rounds, root)
         finally:
+            if worker is not None:
+                worker.stop()
             app.clean()
             client.close()
             stack.api.close()
@@ -129,33 +250,42 @@ def main() -> None:
             stack.registry.stop()
 
 
-def run(pipeline_file: Path, stack: Stack, rounds: int) -> None:
-    from flows.ship import ship  # after PREFECT_API_URL points at our server
-
+def run(pipeline_file: Path, stack: Stack, rounds: int, root: Path) -> None:
     pipeline = load_pipeline(pipeline_file)
-    assert os.environ[PASSWORD_ENV] == stack.password.get_secret_value()
-    times: dict[str, list[float]] = {"flow": [], "direct": []}
+    walls: dict[str, list[float]] = {"worker": [], "direct": []}
+    parts: dict[str, list[float]] = {s: [] for s in SEGMENTS}
 
     def timed(side: str, n: int) -> float:
         version = f"bench-{n}-{side}"
+        if side == "worker":
+            measured = on_worker(stack, pipeline_file, version, root / f"ship-{n}.log")
+            if n:
+                for segment in SEGMENTS:
+                    parts[segment].append(measured[segment])
+            return measured["wall"]
         start = time.perf_counter()
-        if side == "flow":
-            ship(pipeline=str(pipeline_file), auto_approve=True, version=version)
-        else:
-            direct(pipeline, stack, version)
+        direct(pipeline, stack, version)
         return time.perf_counter() - start
 
-    timed("flow", 0)  # warm-up: Prefect's client, the build cache, trivy's checks
-    timed("direct", 0)
+    # warm-up: the worker's first poll, the build cache, trivy's checks
+    print(f"warm-up worker {timed('worker', 0):6.2f} s; load {load()}", flush=True)
+    print(f"warm-up direct {timed('direct', 0):6.2f} s; load {load()}", flush=True)
     for n in range(1, rounds + 1):
-        order = ("flow", "direct") if n % 2 else ("direct", "flow")
+        order = ("worker", "direct") if n % 2 else ("direct", "worker")
         for side in order:
-            times[side].append(timed(side, n))
-            print(f"round {n} {side:6s} {times[side][-1]:6.2f} s", flush=True)
-    flow, bare = statistics.median(times["flow"]), statistics.median(times["direct"])
-    print(f"ship flow (auto-approved) median: {flow:.2f} s over {rounds} rounds")
-    print(f"direct operations median:         {bare:.2f} s")
-    print(f"overhead ratio flow/direct:       {flow / bare:.2f} (target <= 1.2)")
+            walls[side].append(timed(side, n))
+            print(f"round {n} {side:6s} {walls[side][-1]:6.2f} s; load {load()}", flush=True)
+    on, bare = statistics.median(walls["worker"]), statistics.median(walls["direct"])
+    print(f"medians over {rounds} rounds, side by side (load {load()}, {os.cpu_count()} cores):")
+    print(f"  conveyor ship on the worker: {on:6.2f} s")
+    print(f"  direct operations:           {bare:6.2f} s")
+    print(f"  ratio worker/direct:         {on / bare:6.2f} (target <= 1.2)")
+    print("where the worker side's time goes (medians):")
+    for segment in SEGMENTS:
+        print(f"  {segment:45s} {statistics.median(parts[segment]):6.2f} s")
+    print(f"a fresh interpreter's import now (load {load()}):")
+    for module in ("prefect", "flows.ship", "flows.promote"):
+        print(f"  import {module:36s} {import_cost(module):6.2f} s")
 
 
 if __name__ == "__main__":
