@@ -12,6 +12,7 @@ new role; the app is stateless by contract, so nothing is lost.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import suppress
 
 import docker
@@ -46,6 +47,7 @@ class DockerDriver:
         health: HealthConfig,
         http: httpx.Client,
         registry_auth: dict[str, str] | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.environment = environment
         self.config = config
@@ -55,6 +57,8 @@ class DockerDriver:
         self.health = health
         self.http = http
         self._auth = registry_auth
+        # A member of a release of several services: every member's CONVEYOR_URL_<SERVICE>.
+        self._extra_env = dict(extra_env or {})
 
     def __repr__(self) -> str:
         return f"DockerDriver(app={self.app!r}, environment={self.environment!r})"
@@ -162,7 +166,11 @@ class DockerDriver:
                 # An init as PID 1 passes SIGTERM on: a shell or httpd as PID 1 ignores
                 # it and every stop would wait out the whole timeout.
                 init=True,
-                environment={self.port_env: str(port), "HOST": self.config.host},
+                environment={
+                    **self._extra_env,
+                    self.port_env: str(port),
+                    "HOST": self.config.host,
+                },
                 labels={
                     "conveyor.managed": "1",
                     "conveyor.app": self.app,
@@ -346,6 +354,14 @@ class DockerDriver:
         progress(f"{self.environment}: rolling back to {version} ({digest[7:19]})")
         self._cut_over(image, digest, version, progress)
         return self._outcome(True, f"{self.environment}: rolled back to {version}", progress)
+
+    def withdraw(self, progress: Progress = no_progress) -> None:
+        """Remove the current container: the undo of a first deploy, which had nothing
+        before it to return to."""
+        current = self._one(CURRENT)
+        if current is not None:
+            progress(f"{self.environment}: removing {current.name}, it had no earlier release")
+            self._remove(current)
 
     def preflight(self, release: Release) -> None:
         """One Docker Engine has no cluster to check before a deploy."""
