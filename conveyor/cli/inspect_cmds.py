@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any, Protocol, runtime_checkable
 
 import typer
 from rich.console import Console
@@ -11,6 +12,7 @@ from rich.table import Table
 from conveyor.cli.pipeline_cmds import DEFAULT_PIPELINE, PipelineOpt, connections
 from conveyor.config import load_pipeline
 from conveyor.connections import Connections
+from conveyor.drivers.base import DeployedState
 from conveyor.errors import NotFound
 from conveyor.preflight import PreflightReport
 from conveyor.release import Release
@@ -72,19 +74,91 @@ def preflight(
         raise typer.Exit(1)
 
 
+@runtime_checkable
+class _MemberPlans(Protocol):
+    """A driver of a release of several services that can plan each member apart."""
+
+    def plan_members(self, release: Release) -> dict[str, str]: ...
+
+
+def _member_rows(state: DeployedState, release: Release) -> list[dict[str, Any]]:
+    """Per service: the digests its instances run now, the one it would run, the change."""
+    rows = []
+    for member in release.services:
+        mine = [i for i in state.instances if i.member in (member.app, None)]
+        running = sorted({i.digest for i in mine if i.digest})
+        if not mine:
+            change = "first deploy"
+        elif running == [member.digest]:
+            change = "none" if all(i.healthy for i in mine) else "restart (not healthy)"
+        else:
+            change = "update"
+        rows.append(
+            {
+                "service": member.app,
+                "running": running,
+                "target": {"digest": member.digest, "version": member.version},
+                "change": change,
+            }
+        )
+    return rows
+
+
+def _plan_json(
+    environment: str, release: Release, state: DeployedState, text: str, driver: object
+) -> str:
+    rows = _member_rows(state, release)
+    if isinstance(driver, _MemberPlans):
+        sections = driver.plan_members(release)
+        for row in rows:
+            row["plan"] = sections.get(row["service"], "")
+    elif not release.members:
+        rows[0]["plan"] = text
+    doc = {
+        "environment": environment,
+        "release": {"name": release.app, "version": release.version, "digest": release.digest},
+        "running": {"digest": state.digest, "version": state.version},
+        "members": rows,
+        "plan": text,
+    }
+    return json.dumps(doc, indent=2)
+
+
+def _member_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="members")
+    for col in ("service", "running", "target", "change"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        running = ", ".join(d[7:19] for d in row["running"]) or "-"
+        target = f"{row['target']['version']} ({row['target']['digest'][7:19]})"
+        table.add_row(row["service"], running, target, row["change"])
+    return table
+
+
 def plan(
     environment: Annotated[str, typer.Argument(help="the environment to plan a deploy for")],
     pipeline: PipelineOpt = DEFAULT_PIPELINE,
     digest: Annotated[
         str | None, typer.Option(help="sha256:...; default: what the stage before passed")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print a JSON object, one entry per member")
+    ] = False,
 ) -> None:
-    """Show what a deploy would change in an environment; changes nothing."""
+    """Show what a deploy would change in an environment, member by member; changes nothing."""
     config = load_pipeline(pipeline)
     env = config.environment(environment)
     with connections(config) as opened:
         release = _release_for(opened, environment, digest)
-        console.print(opened.driver(env).plan(release), highlight=False, markup=False)
+        driver = opened.driver(env)
+        state = driver.status()
+        text = driver.plan(release)
+        if as_json:
+            typer.echo(_plan_json(environment, release, state, text, driver))
+            return
+        if release.members:
+            console.print(_member_table(_member_rows(state, release)))
+        console.print(text, highlight=False, markup=False)
 
 
 def _protected(opened: Connections) -> set[str]:

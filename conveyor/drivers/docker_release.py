@@ -188,14 +188,16 @@ class DockerReleaseDriver:
             detail=detail,
         )
 
+    def plan_members(self, release: Release) -> dict[str, str]:
+        """Service -> what ``deploy(release)`` would change of it; changes nothing."""
+        return {n: d.plan(self._member(release, n)) for n, d in self.members.items()}
+
     def plan(self, release: Release) -> str:
         head = f"{self.environment}: release {self.name} {release.version} ({release.short})"
         if self.status().runs(release):
             return f"{head}: no change, every member already runs healthy"
-        sections = [head]
-        for n, driver in self.members.items():
-            sections.append(f"--- {n}\n{driver.plan(self._member(release, n))}")
-        return "\n".join(sections)
+        sections = [f"--- {n}\n{text}" for n, text in self.plan_members(release).items()]
+        return "\n".join([head, *sections])
 
     # --- deploying ------------------------------------------------------------
 
