@@ -190,23 +190,7 @@ class Connections:
     def _driver(self, env: EnvironmentConfig) -> DeployDriver:
         cfg = env.driver
         if isinstance(cfg, DockerDriverConfig):
-            from conveyor.drivers.docker import DockerDriver
-
-            auth = self.registry_auth()
-            return DockerDriver(
-                env.name,
-                cfg,
-                self.docker(cfg.docker_host),
-                self.pipeline.single_app.name
-                if self.pipeline.single_app
-                else self.pipeline.release_name,
-                self.pipeline.members[0].port_env,
-                env.health,
-                self.http(),
-                registry_auth=(
-                    {"username": auth[0], "password": auth[1].get_secret_value()} if auth else None
-                ),
-            )
+            return self._docker_driver(env, cfg)
         credentials = marathon_auth(cfg, self.secret)
         if self.pipeline.services:
             from conveyor.drivers.marathon_release import MarathonReleaseDriver, MemberSpec
@@ -220,6 +204,38 @@ class Connections:
         from conveyor.drivers.marathon import MarathonDriver
 
         return MarathonDriver(env.name, cfg, auth=credentials)
+
+    def _docker_driver(self, env: EnvironmentConfig, cfg: DockerDriverConfig) -> DeployDriver:
+        auth = self.registry_auth()
+        registry_auth = (
+            {"username": auth[0], "password": auth[1].get_secret_value()} if auth else None
+        )
+        if self.pipeline.services:
+            from conveyor.drivers.docker_release import DockerReleaseDriver
+
+            return DockerReleaseDriver(
+                env.name,
+                cfg,
+                self.docker(cfg.docker_host),
+                self.pipeline.release_name,
+                self.pipeline.members,
+                env.health,
+                self.http(),
+                registry_auth=registry_auth,
+            )
+        from conveyor.drivers.docker import DockerDriver
+
+        app = self.pipeline.app
+        return DockerDriver(
+            env.name,
+            cfg,
+            self.docker(cfg.docker_host),
+            app.name,
+            app.port_env,
+            env.health,
+            self.http(),
+            registry_auth=registry_auth,
+        )
 
     def vsphere(self, env: EnvironmentConfig) -> VSphereClient | None:
         """A vCenter session for the environment's checks; None where none is configured."""
