@@ -17,6 +17,8 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from conveyor.approvals.freeze import active_freeze
+from conveyor.approvals.record import rejected_by
+from conveyor.approvals.statement import BreakGlass
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.drivers.base import DeployedState, DeployOutcome
 from conveyor.errors import (
@@ -53,9 +55,15 @@ class EnvironmentSteps(Protocol):
     ) -> ApprovalRecord | None: ...
 
     def approve(
-        self, env: EnvironmentConfig, release: Release, evidence: list[str], auto: bool
+        self,
+        env: EnvironmentConfig,
+        release: Release,
+        evidence: list[str],
+        auto: bool,
+        glass: BreakGlass | None = None,
     ) -> ApprovalRecord:
-        """A person's approval (or the demo's automatic one); ``ApprovalRejected`` otherwise."""
+        """A person's approval (or the demo's automatic one); ``ApprovalRejected`` otherwise.
+        ``glass``: a break-glass promotion, with the extra approver it needs in a freeze."""
         ...
 
     def attach_evidence(
@@ -139,24 +147,33 @@ def _approval(
     record: ReleaseRecord,
     auto: bool,
     rollback_reason: str,
+    glass: BreakGlass | None,
 ) -> None:
     steps.supersede_older(env, release)
-    earlier = steps.earlier_approval(release, env)
+    # An approval an earlier run recorded was not given for overriding this freeze: a
+    # break-glass is decided by the people asked now (a rerun of this run reads its own
+    # answers again).
+    earlier = None if glass and glass.window else steps.earlier_approval(release, env)
     if earlier is not None:
         record.approvals.append(earlier)
         return
     try:
-        approval = steps.approve(env, release, approval_evidence(record), auto)
+        approval = steps.approve(env, release, approval_evidence(record), auto, glass)
     except ApprovalRejected as exc:
+        timed_out = isinstance(exc, ApprovalTimedOut)
         rejected = ApprovalRecord(
             environment=env.name,
-            decision="timeout" if isinstance(exc, ApprovalTimedOut) else "reject",
-            approver=None,
-            comment=str(exc),
+            decision="timeout" if timed_out else "reject",
+            approver=None if timed_out else rejected_by(exc.statement),
+            comment=f"{exc} (recorded by conveyor: no person decided)" if timed_out else str(exc),
             digest=release.digest,
+            statement=exc.statement,
         )
         record.approvals.append(rejected)
-        steps.attach_evidence(release, "approval", env.name, rejected.model_dump(mode="json"))
+        # The statement holds the signed rejection (or, for a timeout, the answers that
+        # had counted); a gate that made none leaves the plain record.
+        payload = exc.statement or rejected.model_dump(mode="json", exclude={"statement"})
+        steps.attach_evidence(release, "approval", env.name, payload)
         raise
     if rollback_reason:
         approval = approval.model_copy(
@@ -165,6 +182,28 @@ def _approval(
     record.approvals.append(approval)
     payload = approval.statement or approval.model_dump(mode="json", exclude={"statement"})
     steps.attach_evidence(release, "approval", env.name, payload)
+
+
+def _break_glass(
+    env: EnvironmentConfig, already: bool, reason: str, record: ReleaseRecord
+) -> BreakGlass | None:
+    """A freeze refuses, unless this is a break-glass promotion, which is marked.
+
+    Outside a freeze a break-glass is marked but asks no extra approver, never refused:
+    a suspended promote run executes again from the start after each answer, and a
+    freeze that ends while the release waits must not turn its approval into a refusal.
+    """
+    frozen = active_freeze(env.freeze, utcnow()) if not already else None
+    if frozen is not None and not reason.strip():
+        raise FreezeActive(frozen.message(env.name))
+    if already or not reason.strip():
+        return None
+    glass = BreakGlass(reason=reason.strip(), window=frozen.window.describe() if frozen else None)
+    extra = " (one approver more than usual)" if glass.window else " (no extra approver)"
+    note = f"{glass.describe()} into {env.name}{extra}"
+    if note not in record.notes:
+        record.notes.append(note)
+    return glass
 
 
 def enter_environment(
@@ -176,15 +215,16 @@ def enter_environment(
     timeline: Timeline,
     auto: bool = False,
     rollback_reason: str = "",
+    break_glass: str = "",
 ) -> None:
     """Proof, order and approval outside the deploy window (a wait for a person holds
-    no lock); inside it the state is read again, since another run may have deployed."""
+    no lock); inside it the state is read again, since another run may have deployed.
+
+    ``break_glass`` (its reason) lets a release into a freeze with one approver more."""
     index = pipeline.environments.index(env)
     before = steps.current_state(env)
     already = before.runs(release)
-    frozen = active_freeze(env.freeze, utcnow()) if not already else None
-    if frozen is not None:
-        raise FreezeActive(frozen.message(env.name))
+    glass = _break_glass(env, already, break_glass, record)
     if index > 0:
         with timeline.stage(f"evidence {env.name}"):
             steps.require_proof(release, pipeline.environments[index - 1])
@@ -192,7 +232,7 @@ def enter_environment(
         steps.refuse_older(env, release, before, rollback_reason)
         if env.approval is not None:
             with timeline.stage(f"approval {env.name}"):
-                _approval(steps, env, release, record, auto, rollback_reason)
+                _approval(steps, env, release, record, auto, rollback_reason, glass)
         if env.approval is not None and env.approval.identity == "signed":
             # What anyone can check later is checked before the first change: approval
             # evidence in the registry that does not verify stops the release, whoever

@@ -48,6 +48,8 @@ A ``Verdict`` is terminal too, so ``is_transient`` never retries one.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def _listed(message: str, lines: list[str]) -> str:
     return message + "".join(f"\n  {line}" for line in lines)
@@ -222,7 +224,15 @@ class VerificationFailed(Verdict):
 
 
 class ApprovalRejected(Verdict):
-    pass
+    """A person rejected the release, or nobody decided in time.
+
+    ``statement`` is the approval evidence the gate made of the decision (the signed
+    rejection, or the timeout with the answers counted until then), when it made one.
+    """
+
+    def __init__(self, message: str, statement: dict[str, Any] | None = None) -> None:
+        self.statement = statement
+        super().__init__(message)
 
 
 class RolledBack(Verdict):

@@ -29,6 +29,7 @@ from pydantic import Field
 
 from conveyor.approvals import policy
 from conveyor.approvals.record import approval_payload
+from conveyor.approvals.statement import BreakGlass
 from conveyor.approvals.waiting import (
     EXPIRED_MESSAGE,
     MAX_COMMENT,
@@ -80,6 +81,7 @@ def describe_request(
         f"- asked at {request.since:%Y-%m-%d %H:%M:%S} UTC; no decision by "
         f"{request.deadline:%Y-%m-%d %H:%M:%S} UTC counts as a rejection",
         f"- approvers: {', '.join(request.approvers)}",
+        *([f"- **{request.progress}**"] if request.progress else []),
         "",
         *[f"- {line}" for line in evidence],
         "",
@@ -145,16 +147,29 @@ def _store(client: Any, request: WaitingRequest, replace: bool) -> None:
     client.create_flow_run_input(UUID(request.run_id), key, json.dumps(request.to_json()))
 
 
-def _timeout(env: EnvironmentConfig, request: WaitingRequest) -> ApprovalTimedOut:
+def _timeout(
+    env: EnvironmentConfig,
+    release: Release,
+    request: WaitingRequest,
+    asked: policy.Request,
+    tally: policy.Tally,
+) -> ApprovalTimedOut:
+    """The deadline passed: conveyor records it (with what had counted), no person signs it."""
     assert env.approval is not None
     return ApprovalTimedOut(
         f"no decision for {env.name} within {env.approval.timeout} (asked at "
-        f"{request.since:%Y-%m-%d %H:%M:%S} UTC): a timeout counts as a rejection"
+        f"{request.since:%Y-%m-%d %H:%M:%S} UTC; {tally.progress()}): a timeout counts as "
+        "a rejection",
+        approval_payload(release, asked, tally, decision="timeout"),
     )
 
 
 def _policy_request(
-    env: EnvironmentConfig, release: Release, run_id: UUID, excluded: dict[str, str]
+    env: EnvironmentConfig,
+    release: Release,
+    run_id: UUID,
+    excluded: dict[str, str],
+    glass: BreakGlass | None,
 ) -> policy.Request:
     assert env.approval is not None
     cfg = env.approval
@@ -168,6 +183,7 @@ def _policy_request(
         excluded=excluded,
         allow_self_approval=cfg.allow_self_approval,
         valid_for=cfg.answer_validity,
+        break_glass=glass,
     )
 
 
@@ -178,8 +194,8 @@ def _judge(
     release: Release,
     asked: policy.Request,
     tally: policy.Tally,
-) -> None:
-    """Count the answer in ``tally``, or log why it is refused."""
+) -> bool:
+    """Count the answer in ``tally`` (True), or log why it is refused."""
     assert env.approval is not None
     raw = stored.decoded_value if isinstance(stored.decoded_value, dict) else {}
     given_at = stored.created or utcnow()
@@ -214,7 +230,7 @@ def _judge(
                 tally.progress(),
                 verdict.answer.comment,
             )
-            return
+            return True
     logger().warning(
         "refused the %s from %r given at %s UTC (pause %s): %s; asking again",
         raw.get("decision") or "answer",
@@ -223,6 +239,7 @@ def _judge(
         key,
         why,
     )
+    return False
 
 
 def _decided(
@@ -236,7 +253,8 @@ def _decided(
     if rejection is not None:
         raise ApprovalRejected(
             f"{rejection.approver} rejected {release.version} ({release.short}) for "
-            f"{env.name}: {rejection.comment or 'no reason given'}"
+            f"{env.name}: {rejection.comment or 'no reason given'}",
+            approval_payload(release, asked, tally, decision="reject"),
         )
     if tally.outcome != "approve":
         return None
@@ -254,7 +272,13 @@ def _decided(
 
 
 def _new_request(
-    view: RunView, env: EnvironmentConfig, release: Release, key: str, now: dt.datetime
+    view: RunView,
+    env: EnvironmentConfig,
+    release: Release,
+    key: str,
+    now: dt.datetime,
+    tally: policy.Tally,
+    counted: tuple[str, ...],
 ) -> WaitingRequest:
     assert env.approval is not None
     return WaitingRequest(
@@ -269,6 +293,8 @@ def _new_request(
         approvers=tuple(env.approval.names),
         valid_for_s=env.approval.answer_validity.total_seconds(),
         pause_key=key,
+        progress=tally.progress(),
+        counted=counted,
     )
 
 
@@ -292,13 +318,16 @@ def request_approval(
     evidence: list[str],
     on_ask: Any = None,
     excluded: dict[str, str] | None = None,
+    glass: BreakGlass | None = None,
 ) -> ApprovalRecord:
     """The approval of an allowlisted person, or ``ApprovalRejected`` (a rejection or the
     deadline). Suspends the run (its process exits) while nobody has answered.
 
     ``on_ask(request)`` runs before each new suspension (the caller records the wait).
     ``excluded`` names approvers who may not approve this release, with why (their own
-    change, unless ``approval.allow_self_approval``). Called from the flow's body, never a task: Prefect suspends flow runs only.
+    change, unless ``approval.allow_self_approval``). ``glass``, a break-glass promotion
+    into a freeze, needs one approver more and is marked in the evidence. Called from
+    the flow's body, never a task: Prefect suspends flow runs only.
     """
     if env.approval is None:
         raise ValueError(f"environment {env.name} has no approval gate")
@@ -306,8 +335,9 @@ def request_approval(
     prefix = pause_prefix(env, release)
     with get_client(sync_client=True) as client:
         view = _read_run(client, run_id, prefix)
-    asked = _policy_request(env, release, run_id, excluded or {})
-    tally = policy.Tally(required=env.approval.required)
+    asked = _policy_request(env, release, run_id, excluded or {}, glass)
+    tally = policy.Tally(required=policy.required_approvers(env.approval, glass))
+    counted: list[str] = []
     for n in range(1, MAX_ASKS + 1):
         key = f"{prefix}{n}"
         request = view.requests.get(key)
@@ -315,21 +345,22 @@ def request_approval(
         now = utcnow()
         if key in view.fired:
             if key in view.answers:
-                _judge(view.answers[key], key, env, release, asked, tally)
+                if _judge(view.answers[key], key, env, release, asked, tally):
+                    counted.append(key)
                 record = _decided(env, release, tally, run_id, asked)
                 if record is not None:
                     return record
             elif request is not None and current and now >= request.deadline:
-                raise _timeout(env, request)
+                raise _timeout(env, release, request, asked, tally)
             continue
         if request is None or not current:
             stale = request is not None
-            request = _new_request(view, env, release, key, now)
+            request = _new_request(view, env, release, key, now, tally, tuple(counted))
             with get_client(sync_client=True) as client:
                 _store(client, request, replace=stale)
             view.requests[key] = request
         if now >= request.deadline:
-            raise _timeout(env, request)
+            raise _timeout(env, release, request, asked, tally)
         if on_ask is not None:
             on_ask(request)
         _suspend(

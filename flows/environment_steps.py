@@ -11,7 +11,8 @@ from prefect.runtime import deployment, flow_run
 
 from conveyor.approvals.changes import request_lines, self_approvers
 from conveyor.approvals.messages import RequestFacts, decided, waiting
-from conveyor.approvals.policy import identities
+from conveyor.approvals.policy import identities, required_approvers
+from conveyor.approvals.statement import BreakGlass
 from conveyor.approvals.waiting import WaitingRequest
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.delivery import enter_environment as deliver
@@ -45,7 +46,12 @@ class TaskSteps:
         return evidence.earlier_approval(self.pipeline, release, env)
 
     def approve(
-        self, env: EnvironmentConfig, release: Release, lines: list[str], auto: bool
+        self,
+        env: EnvironmentConfig,
+        release: Release,
+        lines: list[str],
+        auto: bool,
+        glass: BreakGlass | None = None,
     ) -> ApprovalRecord:
         if auto:
             return auto_approve(env, release)
@@ -54,6 +60,9 @@ class TaskSteps:
         found = evidence.release_changes(self.pipeline, release, running)
         excluded = self_approvers(identities(env.approval), found.commits)
         lines = [*lines, *request_lines(found, excluded, env.approval.allow_self_approval)]
+        if glass is not None:
+            needed = required_approvers(env.approval, glass)
+            lines.append(f"{glass.describe()}: {needed} approvers needed")
         facts = RequestFacts(
             app=release.app,
             version=release.version,
@@ -65,7 +74,12 @@ class TaskSteps:
         )
         try:
             approval = request_approval(
-                env, release, lines, on_ask=partial(self._waiting, env, facts), excluded=excluded
+                env,
+                release,
+                lines,
+                on_ask=partial(self._waiting, env, facts),
+                excluded=excluded,
+                glass=glass,
             )
         except ApprovalRejected as exc:
             notify(env.approval.notify, *decided(facts, "not approved", str(exc)))
@@ -144,6 +158,7 @@ def enter_environment(
     timeline: Timeline,
     auto: bool = False,
     rollback_reason: str = "",
+    break_glass: str = "",
 ) -> None:
     steps = TaskSteps(pipeline, record, timeline)
-    deliver(steps, pipeline, env, release, record, timeline, auto, rollback_reason)
+    deliver(steps, pipeline, env, release, record, timeline, auto, rollback_reason, break_glass)

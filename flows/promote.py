@@ -25,13 +25,24 @@ from tasks.runtime import run_connections
 
 
 def _checked(
-    pipeline: str, environment: str, auto_approve: bool, older: bool, reason: str
+    pipeline: str,
+    environment: str,
+    auto_approve: bool,
+    older: bool,
+    reason: str,
+    break_glass: bool = False,
 ) -> tuple[Pipeline, int]:
     """Everything refusable is refused here, before any work."""
     config = validate_pipeline(pipeline)
     index = config.environments.index(config.environment(environment))
     if older and not reason.strip():
         raise ConfigError(pipeline, ["reason: a rollback to an older release needs a reason"])
+    if break_glass and not reason.strip():
+        raise ConfigError(pipeline, ["reason: a break-glass promotion needs a reason"])
+    if break_glass and auto_approve:
+        raise ConfigError(
+            pipeline, ["break_glass: a break-glass promotion is approved by people, never auto"]
+        )
     if auto_approve:
         check_auto_approve(config, pipeline, config.environments[index:])
     check_placement(config, pipeline, first=index + 1)
@@ -46,22 +57,28 @@ def promote(
     auto_approve: bool = False,
     older: bool = False,
     reason: str = "",
+    break_glass: bool = False,
 ) -> str:
     """Take an already pushed and tested ``digest`` into ``environment`` and beyond.
 
     The digest must carry passing evidence from the environment before this one; the
     evidence check refuses it otherwise, however the run was started. ``older`` with a
     ``reason`` lets in a release older than the one the environment runs (a rollback).
+    ``break_glass`` with a ``reason`` goes into ``environment`` inside a freeze window,
+    with one approver more, marked in the record and the approval evidence.
     """
-    config, index = _checked(pipeline, environment, auto_approve, older, reason)
+    config, index = _checked(pipeline, environment, auto_approve, older, reason, break_glass)
     timeline = Timeline()
     rollback_reason = reason.strip() if older else ""
+    glass_reason = reason.strip() if break_glass else ""
     with run_connections(config):
         release = find_release(config, digest)
         record = ReleaseRecord(release=release)
         try:
             env = config.environments[index]
-            enter_environment(config, env, release, record, timeline, auto_approve, rollback_reason)
+            enter_environment(
+                config, env, release, record, timeline, auto_approve, rollback_reason, glass_reason
+            )
             where = continue_from(
                 config, pipeline, index + 1, release, record, timeline, auto_approve
             )

@@ -81,7 +81,8 @@ def approved_release(
         identity="signed",
         people=identities(config),
     )
-    tally = Tally(required=2 + (1 if extra.get("break_glass") else 0))
+    glass = extra.get("break_glass")
+    tally = Tally(required=2 + (glass.extra_approvers if glass else 0))
     for key in keys.values():
         verdict = judge(
             request, decision="", approver="", signature=signed(key, digest=digest).token()
@@ -180,6 +181,84 @@ def test_break_glass_is_marked_and_needs_one_more(
     )
     assert "BREAK-GLASS during weekend (cron '0 18 * * FRI' for 62h): payment outage" in check.lines
     assert "approved by 2 verified approver(s) (alice, bob), 3 required" in check.problems
+
+
+def test_break_glass_outside_a_freeze_is_marked_and_verifies_with_the_usual_count(
+    client: RegistryClient, keys: dict[str, Key]
+) -> None:
+    glass = BreakGlass(reason="hotfix", window=None)
+    _, digest = approved_release(client, keys, break_glass=glass)
+    (check,) = check_approvals(
+        read_evidence(client, REPO, digest), digest, {"production": cfg(keys)}
+    )
+    assert "BREAK-GLASS outside any freeze window: hotfix" in check.lines
+    assert check.ok, check.problems
+
+
+def _decided_release(
+    client: RegistryClient, keys: dict[str, Key], decision: str
+) -> tuple[str, list[Any]]:
+    """A digest whose approval evidence is bob's signed rejection, or a timeout after alice."""
+    digest = push_image(client, REPO, None, [random_layer(256)])
+    release = Release(
+        app="shop", registry="127.0.0.1", repository=REPO, digest=digest, version="1.0.1"
+    )
+    request = Request(
+        app="shop",
+        environment="production",
+        digest=digest,
+        run_id=RUN,
+        identity="signed",
+        people=identities(cfg(keys)),
+    )
+    tally = Tally(required=2)
+    answers = [("alice", "approve")] + ([("bob", "reject")] if decision == "reject" else [])
+    for name, verdict in answers:
+        token = signed(keys[name], digest=digest, verdict=verdict, comment="no").token()
+        counted = judge(request, decision="", approver="", signature=token)
+        assert counted.answer is not None, counted.refusal
+        tally.add(counted.answer)
+    payload = approval_payload(release, request, tally, decision=decision)  # type: ignore[arg-type]
+    attach_evidence(client, REPO, digest, "approval", payload)
+    return digest, check_approvals(
+        read_evidence(client, REPO, digest), digest, {"production": cfg(keys)}
+    )
+
+
+def test_a_signed_rejection_is_kept_as_the_signed_statement(
+    client: RegistryClient, keys: dict[str, Key]
+) -> None:
+    digest, (check,) = _decided_release(client, keys, "reject")
+    assert check.ok and check.decision == "reject", check.problems
+    assert any(
+        line.startswith("bob rejected at ") and line.endswith(": verified") for line in check.lines
+    )
+    (stored,) = [e for e in read_evidence(client, REPO, digest) if e.kind == "approval"]
+    (bob,) = [a for a in stored.payload["predicate"]["answers"] if a["approver"] == "bob"]
+    assert bob["statement"]["decision"] == "reject" and bob["signature"].startswith(
+        "-----BEGIN SSH SIGNATURE-----"
+    )
+    assert stored.payload["predicate"]["decided_by"] == "approvers"
+    with pytest.raises(ApprovalEvidenceInvalid, match="does not verify"):
+        require_verified_approval(
+            read_evidence(client, REPO, digest), digest, "production", cfg(keys)
+        )
+
+
+def test_a_timeout_is_recorded_by_conveyor_and_says_nobody_signed_it(
+    client: RegistryClient, keys: dict[str, Key]
+) -> None:
+    digest, (check,) = _decided_release(client, keys, "timeout")
+    assert check.ok and check.decision == "timeout", check.problems
+    assert any("alice approved at" in line and "verified" in line for line in check.lines)
+    assert any(
+        line.startswith("timed out at ")
+        and "recorded by conveyor" in line
+        and "signed by no person" in line
+        for line in check.lines
+    )
+    (stored,) = [e for e in read_evidence(client, REPO, digest) if e.kind == "approval"]
+    assert stored.payload["predicate"]["decided_by"] == "conveyor"
 
 
 def pipeline_file(folder: Path, url: str, keys: dict[str, Key]) -> Path:

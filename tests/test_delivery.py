@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.approvals.statement import BreakGlass
 from conveyor.config import EnvironmentConfig, Pipeline, parse_pipeline
 from conveyor.delivery import enter_environment
 from conveyor.drivers.base import DeployedState, DeployOutcome, Instance
@@ -96,6 +97,7 @@ class FakeSteps:
     # An exception the step raises: "checks", "evidence" (the tests evidence) or "preflight".
     fault: tuple[str, ConveyorError] | None = None
     calls: list[str] = field(default_factory=list)
+    glass: BreakGlass | None = None  # what the last approval was asked with
 
     def _fault(self, step: str) -> None:
         if self.fault is not None and self.fault[0] == step:
@@ -119,9 +121,15 @@ class FakeSteps:
         return None
 
     def approve(
-        self, env: EnvironmentConfig, release: Release, evidence: list[str], auto: bool
+        self,
+        env: EnvironmentConfig,
+        release: Release,
+        evidence: list[str],
+        auto: bool,
+        glass: BreakGlass | None = None,
     ) -> ApprovalRecord:
         self.calls.append(f"approve {env.name}")
+        self.glass = glass
         if self.answer == "reject":
             raise ApprovalRejected(f"bob rejected {release.version} for {env.name}: freeze")
         return ApprovalRecord(environment=env.name, decision="approve", approver="alice")

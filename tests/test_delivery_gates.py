@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.approvals.policy import required_approvers
 from conveyor.config import Pipeline
 from conveyor.delivery import enter_environment
 from conveyor.errors import ApprovalEvidenceInvalid, FreezeActive
@@ -69,3 +70,86 @@ def test_a_signed_environment_checks_the_evidence_before_the_first_change(tmp_pa
         good, p, p.environment("production"), release, ReleaseRecord(release=release), Timeline()
     )
     assert good.calls.index("verify approval production") < good.calls.index("tag production-ready")
+
+
+def _frozen_pipeline(tmp_path: Path, required: int = 1) -> Pipeline:
+    today = dt.datetime.now(dt.UTC).date()
+    window = {
+        "from": str(today - dt.timedelta(days=1)),
+        "to": str(today + dt.timedelta(days=1)),
+        "reason": "year end",
+    }
+    approval = {"approvers": ["alice", "bob"], "timeout": "1h", "required": required}
+    return pipeline(tmp_path, freeze=[window], approval=approval)
+
+
+def test_break_glass_goes_into_a_freeze_with_one_approver_more_and_is_marked(
+    tmp_path: Path,
+) -> None:
+    p = _frozen_pipeline(tmp_path)
+    steps = steps_for(p)
+    release = _release(NEW, "1.1")
+    record = ReleaseRecord(release=release)
+    enter_environment(
+        steps,
+        p,
+        p.environment("production"),
+        release,
+        record,
+        Timeline(),
+        break_glass="payment outage",
+    )
+    assert steps.glass is not None and steps.glass.reason == "payment outage"
+    assert steps.glass.window is not None and steps.glass.window.startswith("year end")
+    production = p.environment("production").approval
+    assert production is not None and required_approvers(production, steps.glass) == 2
+    assert steps.registry.tags == {"production-ready": NEW}
+    (note,) = [n for n in record.notes if "BREAK-GLASS" in n]
+    assert note.startswith("BREAK-GLASS during year end") and "payment outage" in note
+    assert "one approver more than usual" in note
+
+
+def test_break_glass_outside_a_freeze_is_marked_and_asks_no_extra_approver(
+    tmp_path: Path,
+) -> None:
+    approval = {"approvers": ["alice", "bob"], "timeout": "1h", "required": 2}
+    p = pipeline(tmp_path, approval=approval)
+    steps = steps_for(p)
+    release = _release(NEW, "1.1")
+    record = ReleaseRecord(release=release)
+    production = p.environment("production")
+    enter_environment(steps, p, production, release, record, Timeline(), break_glass="hotfix")
+    assert steps.glass is not None and steps.glass.window is None
+    assert production.approval is not None
+    assert required_approvers(production.approval, steps.glass) == 2
+    assert "BREAK-GLASS outside any freeze window: hotfix into production (no extra approver)" in (
+        record.notes
+    )
+
+
+def test_a_break_glass_does_not_reuse_an_earlier_approval_inside_a_freeze(
+    tmp_path: Path,
+) -> None:
+    p = _frozen_pipeline(tmp_path)
+    steps = steps_for(p)
+    release = _release(NEW, "1.1")
+    earlier = {"environment": "production", "decision": "approve", "approver": "alice"}
+    steps.registry.evidence.append(
+        {
+            "kind": "approval",
+            "digest": NEW,
+            "environment": "production",
+            "passed": True,
+            "payload": earlier,
+        }
+    )
+    enter_environment(
+        steps,
+        p,
+        p.environment("production"),
+        release,
+        ReleaseRecord(release=release),
+        Timeline(),
+        break_glass="payment outage",
+    )
+    assert "approve production" in steps.calls

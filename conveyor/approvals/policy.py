@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conveyor.approvals import signing
-from conveyor.approvals.statement import Answer, Decision, SignedAnswer, stamp
+from conveyor.approvals.statement import Answer, BreakGlass, Decision, SignedAnswer, stamp
 from conveyor.config.approval import ApprovalConfig
 from conveyor.errors import ConfigError
 
@@ -137,6 +137,12 @@ class Request:
     excluded: dict[str, str] = field(default_factory=dict)  # name -> why they may not
     allow_self_approval: bool = False
     valid_for: dt.timedelta | None = None
+    break_glass: BreakGlass | None = None
+
+
+def required_approvers(config: ApprovalConfig, glass: BreakGlass | None) -> int:
+    """``approval.required``, and one more for a break-glass promotion into a freeze."""
+    return config.required + (glass.extra_approvers if glass is not None else 0)
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,12 @@ def approval_payload(
         environment=request.environment,
         run_id=request.run_id,
         decision=decision,
+        decided_by="conveyor" if decision == "timeout" else "approvers",
         identity="signed" if request.identity == "signed" else "typed",
         required=tally.required,
         allow_self_approval=request.allow_self_approval,
         excluded=[Exclusion(name=n, why=w) for n, w in sorted(request.excluded.items())],
-        break_glass=break_glass,
+        break_glass=break_glass if break_glass is not None else request.break_glass,
         answers=list(tally.answers),
         refused=refused or [],
         decided_at=stamp(decided_at or dt.datetime.now(dt.UTC)),
@@ -72,3 +73,12 @@ def record_from_statement(payload: dict[str, Any], required: int) -> ApprovalRec
         digest=f"sha256:{subject}" if subject else None,
         statement=payload,
     )
+
+
+def rejected_by(payload: dict[str, Any] | None) -> str | None:
+    """Who rejected, in the approval Statement of a rejection."""
+    try:
+        p = ApprovalPredicate.model_validate((payload or {}).get("predicate"))
+    except ValidationError:
+        return None
+    return next((a.approver for a in p.answers if a.decision == "reject"), None)

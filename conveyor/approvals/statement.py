@@ -147,8 +147,22 @@ class Exclusion(BaseModel):
 
 
 class BreakGlass(BaseModel):
+    """A promotion asked for with --break-glass: why, and the freeze window it overrides.
+
+    ``window`` None: no window was active when the gate decided (the freeze had ended, or
+    there was none); the promotion is marked but needs no extra approver.
+    """
+
     reason: str
-    window: str
+    window: str | None = None
+
+    @property
+    def extra_approvers(self) -> int:
+        return 1 if self.window else 0
+
+    def describe(self) -> str:
+        where = f"during {self.window}" if self.window else "outside any freeze window"
+        return f"BREAK-GLASS {where}: {self.reason}"
 
 
 class ApprovalPredicate(BaseModel):
@@ -157,6 +171,9 @@ class ApprovalPredicate(BaseModel):
     environment: str
     run_id: str
     decision: Literal["approve", "reject", "timeout"]
+    # approvers: the decision is their answers (signed where identity is signed);
+    # conveyor: the deadline passed and the gate recorded it, no person signed anything.
+    decided_by: Literal["approvers", "conveyor"] = "approvers"
     identity: Literal["typed", "signed"]
     required: int
     allow_self_approval: bool = False

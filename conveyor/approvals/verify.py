@@ -99,7 +99,7 @@ def _count_problems(
             f"{p.required} required"
         )
     if config is not None:
-        needed = config.required + (1 if p.break_glass else 0)
+        needed = config.required + (p.break_glass.extra_approvers if p.break_glass else 0)
         if p.decision == "approve" and p.required < needed:
             problems.append(
                 f"recorded as needing {p.required} approver(s); the pipeline requires {needed}"
@@ -135,14 +135,20 @@ def check_statement(
             if problem
             else ("verified" if answer.signature else "not verified (typed identity)")
         )
-        check.lines.append(f"{answer.approver} {answer.decision}d at {answer.time}: {state}")
+        verb = "approved" if answer.decision == "approve" else "rejected"
+        check.lines.append(f"{answer.approver} {verb} at {answer.time}: {state}")
         if problem:
             check.problems.append(problem)
         elif answer.decision == "approve" and (answer.signature or p.identity == "typed"):
             good.add(answer.approver)
     check.problems.extend(_count_problems(p, config, good))
+    if p.decided_by == "conveyor":
+        check.lines.append(
+            f"timed out at {p.decided_at}: recorded by conveyor as the deadline passed, "
+            "signed by no person"
+        )
     if p.break_glass:
-        check.lines.append(f"BREAK-GLASS during {p.break_glass.window}: {p.break_glass.reason}")
+        check.lines.append(p.break_glass.describe())
     if p.allow_self_approval:
         check.lines.append("self-approval was allowed (approval.allow_self_approval: true)")
     if config is not None and config.identity == "signed" and p.identity != "signed":

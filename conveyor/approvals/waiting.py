@@ -34,6 +34,10 @@ class WaitingRequest:
     approvers: tuple[str, ...]
     valid_for_s: float
     pause_key: str
+    # Where the count stood when this ask was made ("1 of 2: alice approved; ..."), and
+    # the pause keys whose answers counted: the CLI tells a counted answer from a refused one.
+    progress: str = ""
+    counted: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +52,8 @@ class WaitingRequest:
             "approvers": list(self.approvers),
             "valid_for_s": self.valid_for_s,
             "pause_key": self.pause_key,
+            "progress": self.progress,
+            "counted": list(self.counted),
         }
 
     @classmethod
@@ -64,6 +70,8 @@ class WaitingRequest:
             approvers=tuple(data["approvers"]),
             valid_for_s=float(data["valid_for_s"]),
             pause_key=str(data["pause_key"]),
+            progress=str(data.get("progress") or ""),
+            counted=tuple(str(k) for k in data.get("counted") or ()),
         )
 
 

@@ -204,20 +204,33 @@ def promote(
         typer.Option(help="a rollback: let in a release older than the one the environment runs"),
     ] = False,
     reason: Annotated[
-        str, typer.Option(help="why the older release (required with --older; recorded)")
+        str,
+        typer.Option(help="why (required with --older and --break-glass; recorded)"),
     ] = "",
+    break_glass: Annotated[
+        bool,
+        typer.Option(
+            "--break-glass",
+            help="go into a frozen environment anyway: one approver more, marked in the record",
+        ),
+    ] = False,
 ) -> None:
     """Approval, promotion and deploy of a given digest (the run waits for approval)."""
-    if older and not reason.strip():
-        err.print("--older needs --reason TEXT: a rollback is recorded with why", markup=False)
-        raise typer.Exit(2)
+    for flag, wanted in (("--older", older), ("--break-glass", break_glass)):
+        if wanted and not reason.strip():
+            err.print(f"{flag} needs --reason TEXT: it is recorded with why", markup=False)
+            raise typer.Exit(2)
     params: dict[str, Any] = {
         "digest": digest,
         "pipeline": str(pipeline),
         "environment": environment,
     }
+    if older or break_glass:
+        params["reason"] = reason
     if older:
-        params.update(older=True, reason=reason)
+        params["older"] = True
+    if break_glass:
+        params["break_glass"] = True
     _run(f"promote/{deployment}", params, follow_handovers=True)
 
 

@@ -12,14 +12,14 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from uuid import UUID
 
 from conveyor.errors import ConveyorError
 
 # promote's gate stores each approval request as a flow run input under this prefix and
-# the run's pause key (see tasks/approval.py).
+# the run's pause key (see flows/approval_gate.py).
 REQUEST_PREFIX = "conveyor-request-"
 POLL_S = 1.0
 TRACEBACK = "Traceback (most recent call last)"
@@ -44,6 +44,9 @@ class Waiting:
     deadline: str | None
     approvers: list[str]
     pause_key: str | None
+    # "1 of 2: alice approved; waiting for one more", and the pause keys whose answers counted.
+    progress: str = ""
+    counted: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +113,8 @@ def waiting(client: Any) -> list[Waiting]:
                 deadline=req.get("deadline") or _iso(details.pause_timeout),
                 approvers=list(req.get("approvers", [])),
                 pause_key=details.pause_key,
+                progress=str(req.get("progress") or ""),
+                counted=[str(k) for k in req.get("counted") or []],
             )
         )
     return found
