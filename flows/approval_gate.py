@@ -29,7 +29,7 @@ from pydantic import Field
 
 from conveyor.approvals import policy
 from conveyor.approvals.record import approval_payload
-from conveyor.approvals.statement import BreakGlass
+from conveyor.approvals.statement import BreakGlass, StartedBy
 from conveyor.approvals.waiting import (
     EXPIRED_MESSAGE,
     MAX_COMMENT,
@@ -170,6 +170,7 @@ def _policy_request(
     run_id: UUID,
     excluded: dict[str, str],
     glass: BreakGlass | None,
+    started: StartedBy | None,
 ) -> policy.Request:
     assert env.approval is not None
     cfg = env.approval
@@ -184,6 +185,7 @@ def _policy_request(
         allow_self_approval=cfg.allow_self_approval,
         valid_for=cfg.answer_validity,
         break_glass=glass,
+        started_by=started,
     )
 
 
@@ -319,6 +321,7 @@ def request_approval(
     on_ask: Any = None,
     excluded: dict[str, str] | None = None,
     glass: BreakGlass | None = None,
+    started: StartedBy | None = None,
 ) -> ApprovalRecord:
     """The approval of an allowlisted person, or ``ApprovalRejected`` (a rejection or the
     deadline). Suspends the run (its process exits) while nobody has answered.
@@ -326,7 +329,8 @@ def request_approval(
     ``on_ask(request)`` runs before each new suspension (the caller records the wait).
     ``excluded`` names approvers who may not approve this release, with why (their own
     change, unless ``approval.allow_self_approval``). ``glass``, a break-glass promotion
-    into a freeze, needs one approver more and is marked in the evidence. Called from
+    into a freeze, needs one approver more and is marked in the evidence, as is who
+    ``started`` the run (``excluded`` names them already). Called from
     the flow's body, never a task: Prefect suspends flow runs only.
     """
     if env.approval is None:
@@ -335,7 +339,7 @@ def request_approval(
     prefix = pause_prefix(env, release)
     with get_client(sync_client=True) as client:
         view = _read_run(client, run_id, prefix)
-    asked = _policy_request(env, release, run_id, excluded or {}, glass)
+    asked = _policy_request(env, release, run_id, excluded or {}, glass, started)
     tally = policy.Tally(required=policy.required_approvers(env.approval, glass))
     counted: list[str] = []
     for n in range(1, MAX_ASKS + 1):

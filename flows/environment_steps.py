@@ -12,7 +12,8 @@ from prefect.runtime import deployment, flow_run
 from conveyor.approvals.changes import request_lines, self_approvers
 from conveyor.approvals.messages import RequestFacts, decided, waiting
 from conveyor.approvals.policy import identities, required_approvers
-from conveyor.approvals.statement import BreakGlass
+from conveyor.approvals.starter import judge_start
+from conveyor.approvals.statement import BreakGlass, StartedBy
 from conveyor.approvals.waiting import WaitingRequest
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.delivery import enter_environment as deliver
@@ -25,6 +26,25 @@ from tasks import deploy, evidence, lock, ordering, preflight, promote, rollback
 from tasks.approval_deadline import ensure_deadline_automation
 from tasks.notify import ensure_reminders, notify, tag_for_reminders
 from tasks.record import publish_record
+from tasks.runtime import logger
+
+
+def started_by(env: EnvironmentConfig, release: Release) -> StartedBy | None:
+    """Who started the release (``conveyor ship --as``), from this run's parameters: ship
+    checked the signed start before any work and each handover passes it on.
+
+    A claim that does not verify here still excludes the name it gives (excluding
+    only refuses more), but is recorded as not verified.
+    """
+    params = flow_run.parameters or {}
+    name = str(params.get("started_by") or "")
+    if not name:
+        return None
+    judged = judge_start(env, release.app, name, str(params.get("start_token") or ""))
+    if isinstance(judged, str):
+        logger().warning("the start of this release does not verify: %s", judged)
+        return StartedBy(name=name, verified=False)
+    return judged
 
 
 class TaskSteps:
@@ -58,8 +78,15 @@ class TaskSteps:
         assert env.approval is not None
         running = deploy.current_state(self.pipeline, env).digest
         found = evidence.release_changes(self.pipeline, release, running)
-        excluded = self_approvers(identities(env.approval), found.commits)
+        started = started_by(env, release)
+        excluded = self_approvers(
+            identities(env.approval), found.commits, started.name if started else None
+        )
         lines = [*lines, *request_lines(found, excluded, env.approval.allow_self_approval)]
+        if started is not None:
+            lines.append(started.describe())
+            if started.describe() not in self.record.notes:
+                self.record.notes.append(started.describe())
         if glass is not None:
             needed = required_approvers(env.approval, glass)
             lines.append(f"{glass.describe()}: {needed} approvers needed")
@@ -80,6 +107,7 @@ class TaskSteps:
                 on_ask=partial(self._waiting, env, facts),
                 excluded=excluded,
                 glass=glass,
+                started=started,
             )
         except ApprovalRejected as exc:
             notify(env.approval.notify, *decided(facts, "not approved", str(exc)))

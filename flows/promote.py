@@ -58,6 +58,8 @@ def promote(
     older: bool = False,
     reason: str = "",
     break_glass: bool = False,
+    started_by: str = "",
+    start_token: str = "",
 ) -> str:
     """Take an already pushed and tested ``digest`` into ``environment`` and beyond.
 
@@ -66,6 +68,9 @@ def promote(
     ``reason`` lets in a release older than the one the environment runs (a rollback).
     ``break_glass`` with a ``reason`` goes into ``environment`` inside a freeze window,
     with one approver more, marked in the record and the approval evidence.
+    ``started_by`` and ``start_token`` are who started the release, as ``ship`` hands
+    them over: the gate reads them from the run's parameters and refuses that person's
+    approval.
     """
     config, index = _checked(pipeline, environment, auto_approve, older, reason, break_glass)
     timeline = Timeline()

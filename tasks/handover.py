@@ -21,6 +21,7 @@ from conveyor.release import Handover, Release
 from tasks.runtime import logger, pipeline_task
 
 PROMOTE_FLOW = "promote"
+STARTER_PARAMS = ("started_by", "start_token")
 
 
 def deployment_name(env: EnvironmentConfig) -> str:
@@ -83,6 +84,8 @@ def hand_over(
     over to the same promote run instead of starting a second one.
     """
     parent = str(flow_run.get_id() or "")
+    # Who started the release goes with it to every gate (they may not approve it).
+    starter = {k: v for k, v in (flow_run.parameters or {}).items() if k in STARTER_PARAMS and v}
     # as_subflow=False: Prefect refuses to suspend a subflow, and the promote run
     # must outlive this one.
     started: FlowRun = run_deployment(  # type: ignore[assignment]
@@ -92,6 +95,7 @@ def hand_over(
             "pipeline": pipeline_path,
             "environment": env.name,
             "auto_approve": auto_approve,
+            **starter,
         },
         timeout=0,
         as_subflow=False,

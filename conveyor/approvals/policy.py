@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conveyor.approvals import signing
-from conveyor.approvals.statement import Answer, BreakGlass, Decision, SignedAnswer, stamp
+from conveyor.approvals.statement import (
+    Answer,
+    BreakGlass,
+    Decision,
+    SignedAnswer,
+    StartedBy,
+    stamp,
+)
 from conveyor.config.approval import ApprovalConfig
 from conveyor.errors import ConfigError
 
@@ -138,6 +145,7 @@ class Request:
     allow_self_approval: bool = False
     valid_for: dt.timedelta | None = None
     break_glass: BreakGlass | None = None
+    started_by: StartedBy | None = None
 
 
 def required_approvers(config: ApprovalConfig, glass: BreakGlass | None) -> int:

@@ -42,6 +42,7 @@ def approval_payload(
         allow_self_approval=request.allow_self_approval,
         excluded=[Exclusion(name=n, why=w) for n, w in sorted(request.excluded.items())],
         break_glass=break_glass if break_glass is not None else request.break_glass,
+        started_by=request.started_by,
         answers=list(tally.answers),
         refused=refused or [],
         decided_at=stamp(decided_at or dt.datetime.now(dt.UTC)),

@@ -165,6 +165,39 @@ class BreakGlass(BaseModel):
         return f"BREAK-GLASS {where}: {self.reason}"
 
 
+START_TYPE: Final = "https://conveyor.dev/run-start/v1"
+
+
+class StartClaim(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["https://conveyor.dev/run-start/v1"] = START_TYPE
+    app: str
+    started_by: str
+    time: str
+
+    @property
+    def at(self) -> dt.datetime:
+        return dt.datetime.strptime(self.time, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+
+    def message(self) -> bytes:
+        return canonical(self.model_dump())
+
+
+class StartedBy(BaseModel):
+    """The starter as the evidence keeps it; ``claim`` and ``signature`` when signed."""
+
+    name: str
+    verified: bool
+    key: str | None = None
+    claim: StartClaim | None = None
+    signature: str | None = None
+
+    def describe(self) -> str:
+        how = f"signature verified, key {self.key}" if self.verified else "not verified"
+        return f"started by {self.name} ({how})"
+
+
 class ApprovalPredicate(BaseModel):
     app: str
     version: str
@@ -179,6 +212,7 @@ class ApprovalPredicate(BaseModel):
     allow_self_approval: bool = False
     excluded: list[Exclusion] = Field(default_factory=list)
     break_glass: BreakGlass | None = None
+    started_by: StartedBy | None = None
     answers: list[Answer] = Field(default_factory=list)
     refused: list[Refusal] = Field(default_factory=list)
     decided_at: str

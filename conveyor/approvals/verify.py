@@ -89,6 +89,26 @@ def _check_answer(
     return None
 
 
+def _starter_problem(p: ApprovalPredicate, people: list[Identity]) -> str | None:
+    """A start recorded as verified must verify again, with a key on the list."""
+    started = p.started_by
+    if started is None or not started.verified:
+        return None
+    person = find(people, started.name)
+    if started.claim is None or not started.signature or person is None or not person.signers:
+        return f"the start by {started.name} is recorded as verified but cannot be checked"
+    if started.claim.started_by != started.name or started.claim.app != p.app:
+        return f"the signed start is for {started.claim.started_by} starting {started.claim.app}"
+    check = signing.verify(
+        started.claim.message(),
+        started.signature,
+        identity=person.signers[0].principals[0],
+        signers=person.signers,
+        at=started.claim.at,
+    )
+    return None if check.ok else f"the start by {started.name} does not verify: {check.detail}"
+
+
 def _count_problems(
     p: ApprovalPredicate, config: ApprovalConfig | None, good: set[str]
 ) -> list[str]:
@@ -142,6 +162,11 @@ def check_statement(
         elif answer.decision == "approve" and (answer.signature or p.identity == "typed"):
             good.add(answer.approver)
     check.problems.extend(_count_problems(p, config, good))
+    if p.started_by is not None:
+        check.lines.append(p.started_by.describe())
+        problem = _starter_problem(p, people)
+        if problem:
+            check.problems.append(problem)
     if p.decided_by == "conveyor":
         check.lines.append(
             f"timed out at {p.decided_at}: recorded by conveyor as the deadline passed, "

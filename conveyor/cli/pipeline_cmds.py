@@ -21,6 +21,7 @@ from rich.text import Text
 
 from conveyor.cli import runs
 from conveyor.cli.errors import EXIT_FAILED, boundary, check_server
+from conveyor.cli.sign_answer import signed_start
 from conveyor.config import Pipeline, SecretRef, load_pipeline
 from conveyor.connections import Connections
 
@@ -166,6 +167,17 @@ def ship(
     version: Annotated[
         str | None, typer.Option(help="override the version derived from git")
     ] = None,
+    as_: Annotated[
+        str | None,
+        typer.Option("--as", help="you, who start it: you may then not approve it (recorded)"),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(help="sign the start with this SSH key (where gates take signed answers)"),
+    ] = None,
+    sign: Annotated[
+        bool, typer.Option("--sign", help="sign the start with ssh-agent's key")
+    ] = False,
 ) -> None:
     """Build, scan and push the app through the ship deployment; follow it to its gate."""
     if auto_approve:
@@ -176,6 +188,15 @@ def ship(
     params: dict[str, Any] = {"pipeline": str(pipeline), "auto_approve": auto_approve}
     if version is not None:
         params["version"] = version
+    if (key is not None or sign) and not as_:
+        err.print("--key and --sign sign a start: name yourself with --as NAME", markup=False)
+        raise typer.Exit(2)
+    if as_:
+        params["started_by"] = as_
+        if key is not None or sign:
+            with boundary():
+                app = load_pipeline(pipeline).app.name
+                params["start_token"] = signed_start(app, as_, key)
     _run("ship/ship", params, follow_handovers=True)
 
 

@@ -6,13 +6,16 @@ whose private half ssh-agent holds); without ``--key`` the one key in ssh-agent 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from conveyor.approvals.starter import start_token
 from conveyor.approvals.statement import Decision, sign_decision, stamp
 from conveyor.errors import SigningFailed
 
@@ -70,9 +73,23 @@ def signed_token(
         time=stamp(now or dt.datetime.now(dt.UTC)),
         run_id=str(request["run_id"]),
     )
+    with _signing_key(approver, key) as path:
+        return sign_decision(statement, path).token()
+
+
+def signed_start(app: str, name: str, key: Path | None) -> str:
+    """The signed start of ``conveyor ship --as NAME`` (see ``conveyor.approvals.starter``)."""
+    with _signing_key(name, key) as path:
+        return start_token(app, name, path)
+
+
+@contextlib.contextmanager
+def _signing_key(person: str, key: Path | None) -> Iterator[Path]:
+    """``key``, or a .pub of the agent's key for ``person`` that ssh-keygen signs through."""
     if key is not None:
-        return sign_decision(statement, key.expanduser()).token()
+        yield key.expanduser()
+        return
     with tempfile.TemporaryDirectory(prefix="conveyor-sign-") as tmp:
         public = Path(tmp) / "agent.pub"
-        public.write_text(_agent_key(approver) + "\n")
-        return sign_decision(statement, public).token()
+        public.write_text(_agent_key(person) + "\n")
+        yield public
