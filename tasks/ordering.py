@@ -26,6 +26,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
 from conveyor import evidence
+from conveyor.approvals.messages import RequestFacts, decided
 from conveyor.approvals.waiting import REQUEST_PREFIX
 from conveyor.approvals.waiting import WaitingRequest as Request
 from conveyor.clients.registry import RegistryClient
@@ -34,6 +35,7 @@ from conveyor.drivers.base import DeployedState
 from conveyor.errors import OlderRelease
 from conveyor.proof import results_kind as test_kind
 from conveyor.release import Release, utcnow
+from tasks.notify import notify
 from tasks.runtime import connections, logger, pipeline_task
 
 
@@ -120,6 +122,25 @@ def _request_of(client: Any, run: Any) -> Request | None:
         return None
 
 
+def _tell_superseded(env: EnvironmentConfig, request: Request, message: str) -> None:
+    """The approvers asked about the older release learn they need not answer it."""
+    if env.approval is None:
+        return
+    facts = RequestFacts(
+        app=request.app,
+        version=request.version,
+        digest=request.digest,
+        environment=env.name,
+        run_id=request.run_id,
+        ui_url=None,
+        evidence=[],
+    )
+    notify(
+        env.approval.notify,
+        *decided(facts, "superseded", f"{message}; it never entered {env.name}, nothing to answer"),
+    )
+
+
 @pipeline_task("supersede older", retries=3)
 def supersede_older(pipeline: Pipeline, env: EnvironmentConfig, release: Release) -> list[str]:
     """End every older release still waiting for ``env``: Cancelled, with the reason."""
@@ -170,6 +191,7 @@ def supersede_older(pipeline: Pipeline, env: EnvironmentConfig, release: Release
                     ),
                 )
             )
+            _tell_superseded(env, request, message)
             logger().warning(
                 "%s (%s) waited for %s in run %s: %s",
                 request.version,

@@ -119,3 +119,45 @@ def _suspended_run(client: Any) -> Any:
     )
     assert client.read_flow_run(run.id).state.type == StateType.PAUSED
     return client.read_flow_run(run.id)
+
+
+def test_the_approvers_of_a_superseded_release_are_told(stack: Stack, receiver: Receiver) -> None:
+    from conveyor.approvals.waiting import WaitingRequest
+    from conveyor.config import EnvironmentConfig
+    from tasks.ordering import _tell_superseded
+
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+    with temporary_settings({PREFECT_API_URL: stack.prefect.api_url}):
+        CustomWebhookNotificationBlock(
+            name="conveyor",
+            url=url,
+            json_data={"subject": "{{subject}}", "body": "{{body}}"},
+            headers=None,
+            cookies=None,
+        ).save("supersede-hook", overwrite=True)
+        env = EnvironmentConfig.model_validate(
+            {
+                "name": "production",
+                "tag": "production-ready",
+                "driver": {"kind": "docker", "port": 2},
+                "approval": {"approvers": ["alice"], "notify": {"block": "supersede-hook"}},
+            }
+        )
+        now = dt.datetime.now(dt.UTC)
+        older = WaitingRequest(
+            run_id="11111111-2222-3333-4444-555555555555",
+            app="shop",
+            version="1.2.0",
+            digest="sha256:" + "a" * 64,
+            repository="conveyor/shop",
+            environment="production",
+            since=now,
+            deadline=now + dt.timedelta(hours=1),
+            approvers=("alice",),
+            valid_for_s=3600,
+            pause_key="approval-production-aaaaaaaaaaaa-1",
+        )
+        _tell_superseded(env, older, "superseded by 1.3.0 (sha256:" + "b" * 64 + ")")
+        (notice,) = receiver.wait_for(1, 10)
+    assert notice["subject"] == "shop 1.2.0 for production: superseded"
+    assert "superseded by 1.3.0" in notice["body"] and "nothing to answer" in notice["body"]
