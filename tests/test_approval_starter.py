@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from conveyor.approvals.changes import self_approvers
 from conveyor.approvals.policy import Request, Tally, identities, judge
@@ -15,6 +16,7 @@ from conveyor.approvals.record import approval_payload
 from conveyor.approvals.starter import judge_start, start_problems, start_token
 from conveyor.approvals.statement import StartedBy
 from conveyor.approvals.verify import check_statement
+from conveyor.cli.main import app as cli
 from conveyor.config import Pipeline, parse_pipeline
 from conveyor.evidence import Evidence
 from conveyor.release import Release
@@ -102,3 +104,18 @@ def test_the_starter_may_not_approve_and_the_evidence_says_who_started(
     payload["predicate"]["started_by"] = forged.model_dump(mode="json")
     tampered = check_statement(item, DIGEST, None, people)
     assert any("the signed start is for carol starting shop" in p for p in tampered.problems)
+
+
+def test_the_cli_refuses_a_signed_start_without_a_name_and_break_glass_without_a_reason(
+    tmp_path: Path,
+) -> None:
+    runner = CliRunner()
+    file = tmp_path / "pipeline.yaml"
+    file.write_text("app: {}\n")
+    ship = runner.invoke(cli, ["ship", "-p", str(file), "--key", str(tmp_path / "id")])
+    assert ship.exit_code == 2
+    assert "--key and --sign sign a start: name yourself with --as NAME" in ship.output
+    digest = "sha256:" + "a" * 64
+    glass = runner.invoke(cli, ["promote", digest, "-p", str(file), "--break-glass"])
+    assert glass.exit_code == 2
+    assert "--break-glass needs --reason TEXT" in glass.output
