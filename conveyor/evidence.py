@@ -17,6 +17,7 @@ from typing import Any
 
 from conveyor.clients.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient, referrers_tag
 from conveyor.errors import EvidenceMissing, NotFound, PushFailed
+from conveyor.publish import default_lock_dir, tag_lock
 
 EVIDENCE_PREFIX = "application/vnd.conveyor.evidence."
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
@@ -93,22 +94,30 @@ def attach_evidence(
     *,
     created: dt.datetime | None = None,
 ) -> str:
-    """Attach ``payload`` as ``kind`` evidence to the image; returns the artifact's digest."""
+    """Attach ``payload`` as ``kind`` evidence to the image; returns the artifact's digest.
+
+    One attach to an image at a time on this machine: the fallback index is a
+    read-modify-write the registry cannot make conditional, and runs attaching to one
+    image at once (eight ships of one commit) each wrote the index they had read, so a
+    record was lost; docker-registry also answered 500 to a read of a tag or blob link
+    another request was writing. The index's re-read still catches another machine.
+    """
     subject = client.head_manifest(repo, subject_digest)
     stamp = (created or dt.datetime.now(dt.UTC)).isoformat()
-    layer = client.push_blob(repo, json.dumps(payload, sort_keys=True, default=str).encode())
-    client.push_blob(repo, EMPTY)
-    data = _manifest(kind, subject, layer, stamp)
-    digest, indexed = client.put_referrer(repo, data)
-    if not indexed:
-        descriptor = {
-            "mediaType": OCI_MANIFEST,
-            "digest": digest,
-            "size": len(data),
-            "artifactType": artifact_type(kind),
-            "annotations": {CREATED: stamp, KIND: kind},
-        }
-        _add_to_referrers_tag(client, repo, subject_digest, descriptor)
+    with tag_lock(default_lock_dir(), client.address, repo, referrers_tag(subject_digest)):
+        layer = client.push_blob(repo, json.dumps(payload, sort_keys=True, default=str).encode())
+        client.push_blob(repo, EMPTY)
+        data = _manifest(kind, subject, layer, stamp)
+        digest, indexed = client.put_referrer(repo, data)
+        if not indexed:
+            descriptor = {
+                "mediaType": OCI_MANIFEST,
+                "digest": digest,
+                "size": len(data),
+                "artifactType": artifact_type(kind),
+                "annotations": {CREATED: stamp, KIND: kind},
+            }
+            _add_to_referrers_tag(client, repo, subject_digest, descriptor)
     return digest
 
 
@@ -134,19 +143,21 @@ def _add_to_referrers_tag(
 def remove_from_referrers_tag(
     client: RegistryClient, repo: str, subject: str, digests: set[str]
 ) -> None:
-    """Drop deleted artifacts from the fallback index (deleting the index when empty)."""
+    """Drop deleted artifacts from the fallback index (deleting the index when empty),
+    under the lock an attach takes, so a record attached meanwhile is not dropped."""
     tag = referrers_tag(subject)
-    entries = client.referrers_from_tag(repo, subject)
-    kept = [d for d in entries if d.get("digest") not in digests]
-    if len(kept) == len(entries):
-        return
-    if kept:
-        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": kept}
-        client.put_manifest(repo, tag, json.dumps(index).encode(), OCI_INDEX)
-        return
-    index_digest = client.resolve(repo, tag)
-    if index_digest is not None:
-        client.delete_manifest(repo, index_digest)
+    with tag_lock(default_lock_dir(), client.address, repo, tag):
+        entries = client.referrers_from_tag(repo, subject)
+        kept = [d for d in entries if d.get("digest") not in digests]
+        if len(kept) == len(entries):
+            return
+        if kept:
+            index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": kept}
+            client.put_manifest(repo, tag, json.dumps(index).encode(), OCI_INDEX)
+            return
+        index_digest = client.resolve(repo, tag)
+        if index_digest is not None:
+            client.delete_manifest(repo, index_digest)
 
 
 def read_evidence(
