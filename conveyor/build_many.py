@@ -60,6 +60,7 @@ class Outcome:
     service: str
     digest: str
     rebuilt: bool
+    image: str | None = None  # the local image id of a rebuilt service, for its scan
 
 
 def build_all(
@@ -124,7 +125,9 @@ def build_service(
         service.context,
         service.dockerfile,
         tag,
-        service.build_args,
+        # VERSION as the single app's build gets it; not a build input, so an unchanged
+        # service is still carried (it keeps telling the version it was built at).
+        {"VERSION": target.version, **service.build_args},
         labels={INPUTS_LABEL: inputs},
         log=logger.info,
         source_version=(target.version, target.revision),
@@ -139,4 +142,4 @@ def build_service(
             lock_dir=target.lock_dir,
         )
     logger.info("%s pushed at %s", service.name, published.digest)
-    return Outcome(service.name, published.digest, rebuilt=True)
+    return Outcome(service.name, published.digest, rebuilt=True, image=built.id)

@@ -26,18 +26,22 @@ def attach(
     environment: str,
     payload: dict[str, Any],
 ) -> str:
-    """Attach ``payload`` to the release's digest; ``tests`` becomes the environment's kind."""
+    """Attach ``payload`` to the release's digest; ``tests`` becomes the environment's kind.
+
+    A release of several services gets it on every member's digest too (first, so the
+    release artifact's evidence never stands without its members'); its digest is
+    returned.
+    """
     if kind == "tests":
         kind = results_kind(connections.pipeline, environment)
-    return evidence.attach_evidence(
-        connections.registry(),
-        release.repository,
-        release.digest,
-        kind,
-        # An in-toto Statement names its environment in its predicate; nothing is added
-        # beside the four fields the format has.
-        payload if is_statement(payload) else {**payload, "environment": environment},
-    )
+    # An in-toto Statement names its environment in its predicate; nothing is added
+    # beside the four fields the format has.
+    body = payload if is_statement(payload) else {**payload, "environment": environment}
+    registry = connections.registry()
+    for member in release.members:
+        member_body = body if is_statement(body) else {**body, "release": release.digest}
+        evidence.attach_evidence(registry, member.repository, member.digest, kind, member_body)
+    return evidence.attach_evidence(registry, release.repository, release.digest, kind, body)
 
 
 def require_proof(

@@ -99,8 +99,13 @@ def image_labels(registry: RegistryClient, repository: str, digest: str) -> dict
 
 
 def find_release(connections: Connections, digest: str) -> Release:
-    """The release a pushed digest is, read back from the image's own labels."""
+    """The release a pushed digest is, read back from the image's own labels (for a
+    release of several services, from its release artifact)."""
     pipeline = connections.pipeline
+    if pipeline.services:
+        from conveyor import services_release  # it builds on this module
+
+        return services_release.find_release(connections, digest)
     labels = image_labels(connections.registry(), pipeline.registry.repository, digest)
     return release_of(
         pipeline, digest, labels.get(f"{OCI}.version", digest[7:19]), labels.get(f"{OCI}.revision")

@@ -83,6 +83,8 @@ class TaskSteps:
             identities(env.approval), found.commits, started.name if started else None
         )
         lines = [*lines, *request_lines(found, excluded, env.approval.allow_self_approval)]
+        if release.members:
+            lines = [*lines, *evidence.member_changes(self.pipeline, release, running)]
         if started is not None:
             lines.append(started.describe())
             if started.describe() not in self.record.notes:

@@ -28,8 +28,7 @@ def nightly_integration(pipeline: str = "deployments/local.yaml", build: bool = 
     scan_summary = ""
     with run_connections(config):
         if build:
-            scan, release = build_scan_push(config, None, timeline)
-            scan_summary = scan.summary
+            scan_summary, release = build_scan_push(config, None, timeline)
         else:
             release = newest_release(config, first)
         record = ReleaseRecord(release=release, scan_summary=scan_summary)

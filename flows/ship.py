@@ -45,8 +45,8 @@ def ship(
     check_placement(config, pipeline)
     timeline = Timeline()
     with run_connections(config):
-        scan, release = build_scan_push(config, version, timeline)
-        record = ReleaseRecord(release=release, scan_summary=scan.summary)
+        scan_summary, release = build_scan_push(config, version, timeline)
+        record = ReleaseRecord(release=release, scan_summary=scan_summary)
         try:
             where = continue_from(config, pipeline, 0, release, record, timeline, auto_approve)
         except Exception:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from conveyor import proof
+from conveyor import proof, services_release
 from conveyor.approvals import changes
 from conveyor.approvals.changes import Changes, source_payload
 from conveyor.approvals.verify import require_verified_approval
 from conveyor.clients.git_history import history
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.connections import Connections
+from conveyor.errors import NotFound
 from conveyor.evidence import read_evidence
 from conveyor.release import ApprovalRecord, Release
 from tasks.runtime import connections, logger, pipeline_task
@@ -45,7 +46,7 @@ def record_source(pipeline: Pipeline, release: Release) -> str | None:
     if release.revision is None:
         logger().info("%s was built outside git: no history to record", release.short)
         return None
-    commits = history(pipeline.app.context, release.revision)
+    commits = history(pipeline.members[0].context, release.revision)
     with connections(pipeline) as c:
         return record_evidence(
             c, release, "source", "build", source_payload(commits, release.revision)
@@ -66,6 +67,19 @@ def release_changes(pipeline: Pipeline, release: Release, running_digest: str | 
         this = source(release.digest)
         running = source(running_digest) if running_digest else None
     return changes.release_changes(this, running)
+
+
+@pipeline_task("member changes", retries=3)
+def member_changes(pipeline: Pipeline, release: Release, running_digest: str | None) -> list[str]:
+    """Each service's version change against the release the environment runs."""
+    running = None
+    with connections(pipeline) as c:
+        if running_digest is not None:
+            try:
+                running = services_release.find_release(c, running_digest)
+            except NotFound:
+                logger().warning("what runs (%s) is no release artifact here", running_digest)
+    return [f"service {line}" for line in services_release.member_changes(release, running)]
 
 
 @pipeline_task("approval evidence", retries=3)

@@ -24,7 +24,7 @@ LEASE_S = 60
 
 
 def lock_name(pipeline: Pipeline, env: EnvironmentConfig) -> str:
-    return f"conveyor-deploy-{pipeline.app.name}-{env.name}"
+    return f"conveyor-deploy-{pipeline.release_name}-{env.name}"
 
 
 def ensure_limit(name: str) -> None:

@@ -10,9 +10,11 @@ from tasks.runtime import logger, pipeline_task
 def validate_pipeline(path: str) -> Pipeline:
     pipeline = load_pipeline(path)
     logger().info(
-        "pipeline %s: app %s, registry %s/%s, environments %s",
+        "pipeline %s: %s, registry %s/%s, environments %s",
         path,
-        pipeline.app.name,
+        f"app {pipeline.single_app.name}"
+        if pipeline.single_app
+        else f"release {pipeline.release_name} of " + ", ".join(s.name for s in pipeline.members),
         pipeline.registry.host,
         pipeline.registry.repository,
         " -> ".join(e.name for e in pipeline.environments),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conveyor import source
+from conveyor import services_release, source
 from conveyor.clients.docker_engine import BuiltImage
 from conveyor.config import EnvironmentConfig, Pipeline
 from conveyor.release import Release
@@ -27,3 +27,28 @@ def find_release(pipeline: Pipeline, digest: str) -> Release:
 def newest_release(pipeline: Pipeline, env: EnvironmentConfig) -> Release:
     with connections(pipeline) as c:
         return source.newest_release(c, env)
+
+
+@pipeline_task("record release", retries=3)
+def record_release(
+    pipeline: Pipeline, digests: dict[str, str], version: str, revision: str | None
+) -> Release:
+    """The release artifact listing every service's digest, in the registry."""
+    with connections(pipeline) as c:
+        release = services_release.record(c, digests, version, revision)
+    logger().info(
+        "release %s %s recorded as %s/%s@%s: %s",
+        release.app,
+        release.version,
+        release.registry,
+        release.repository,
+        release.digest,
+        ", ".join(f"{m.app}@{m.digest}" for m in release.members),
+    )
+    return release
+
+
+@pipeline_task("members running first", retries=3)
+def running_members(pipeline: Pipeline) -> dict[str, str]:
+    with connections(pipeline) as c:
+        return services_release.running_members(c)

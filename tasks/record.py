@@ -15,14 +15,14 @@ from tasks.runtime import pipeline_task
 def publish_record(
     pipeline: Pipeline, record: ReleaseRecord, timeline: Timeline, key_suffix: str = ""
 ) -> None:
-    key = f"release-{pipeline.app.name}" + (f"-{key_suffix}" if key_suffix else "")
+    key = f"release-{pipeline.release_name}" + (f"-{key_suffix}" if key_suffix else "")
     create_markdown_artifact(
         key=key,
         markdown=render_record(record),
         description=f"{record.release.app} {record.release.version} @ {record.release.short}",
     )
     create_table_artifact(
-        key=f"stage-durations-{pipeline.app.name}",
+        key=f"stage-durations-{pipeline.release_name}",
         table=list(timeline.rows),
         description="seconds per stage in this run",
     )

@@ -19,7 +19,7 @@ def run_checks(pipeline: Pipeline, env: EnvironmentConfig, release: Release) -> 
             if not r.passed:
                 logger().error("check failed in %s: %s: %s", env.name, r.name, r.detail)
         create_table_artifact(
-            key=f"tests-{pipeline.app.name}-{env.name}",
+            key=f"tests-{pipeline.release_name}-{env.name}",
             table=verification.results_rows(results),
             description=f"{env.name}: checks of {release.version} ({release.short})",
         )

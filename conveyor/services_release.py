@@ -1,0 +1,207 @@
+"""A pipeline of several services as the flows handle it: one ``Release`` whose digest
+is the release artifact (``release_set``) and whose members are the services' images.
+
+Everything that takes a release by its digest (evidence, approval bindings, the
+promote run's parameter, the environment's tag) then works on the release artifact,
+and what concerns each image (build, deploy, the members' tags) goes through
+``Release.members``. A file with ``app:`` stays a release of one, handled by
+``conveyor.source`` as before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from conveyor.build_many import Outcome, Target, build_service
+from conveyor.clients.build_context import version_of
+from conveyor.clients.docker_engine import DockerEngine
+from conveyor.config import EnvironmentConfig, Pipeline, ServiceConfig
+from conveyor.connections import Connections
+from conveyor.errors import NotFound
+from conveyor.promotion import TagPolicy
+from conveyor.release import Release
+from conveyor.release_set import (
+    REF_NAME,
+    RecordedRelease,
+    ReleaseSet,
+    SetPromotion,
+    promote_set,
+    record_release,
+)
+from conveyor.scan_policy import ScanResult, scan
+from conveyor.source import OCI, image_labels
+
+RELEASE_ANNOTATION = "dev.conveyor.release.name"
+
+
+def release_version(pipeline: Pipeline, version: str | None) -> tuple[str, str | None]:
+    """The release's version and revision, from the repository the services live in (the
+    first one's); uncommitted work is told apart by time, as a single app's build is."""
+    derived, revision = version_of(pipeline.members[0].context)
+    if version:
+        return version, revision
+    if derived.endswith("-dirty"):
+        derived += "." + dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
+    return derived, revision
+
+
+def running_members(connections: Connections) -> dict[str, str]:
+    """Service → the digest the first environment runs or is rolling to (its tag on the
+    release artifact), for carrying unchanged services; empty before the first release."""
+    pipeline = connections.pipeline
+    registry, repo = connections.registry(), pipeline.registry.repository
+    digest = registry.resolve(repo, pipeline.environments[0].tag)
+    if digest is None:
+        return {}
+    body = registry.get_manifest(repo, digest).json
+    return {e["annotations"][REF_NAME]: e["digest"] for e in body.get("manifests") or []}
+
+
+def service(pipeline: Pipeline, name: str) -> ServiceConfig:
+    for s in pipeline.members:
+        if s.name == name:
+            return s
+    raise NotFound(f"no service {name!r} in the pipeline file")
+
+
+@dataclass(frozen=True)
+class MemberBuild:
+    outcome: Outcome
+    scan: ScanResult | None  # None for a carried service: it was scanned when built
+
+
+def build_member(
+    connections: Connections,
+    name: str,
+    version: str,
+    revision: str | None,
+    running: str | None,
+    logger: logging.Logger,
+) -> MemberBuild:
+    """Build and push one service (or carry its running digest), then scan what was built."""
+    pipeline = connections.pipeline
+    svc = service(pipeline, name)
+    target = Target(
+        registry=connections.registry(),
+        host=pipeline.registry.host,
+        repository=pipeline.repository_of(svc),
+        version=version,
+        revision=revision,
+        running=running,
+        policy=TagPolicy.from_config(pipeline.registry),
+    )
+    outcome = build_service(DockerEngine(connections.docker()), svc, target, logger)
+    if outcome.image is None:
+        return MemberBuild(outcome, None)
+    result = scan(
+        connections.trivy(),
+        outcome.image,
+        pipeline.scan,
+        dockerfile=svc.context / svc.dockerfile,
+        log=logger.info,
+    )
+    return MemberBuild(outcome, result)
+
+
+def _member(connections: Connections, svc: ServiceConfig, digest: str) -> Release:
+    pipeline = connections.pipeline
+    repo = pipeline.repository_of(svc)
+    labels = image_labels(connections.registry(), repo, digest)
+    return Release(
+        app=svc.name,
+        registry=pipeline.registry.host,
+        repository=repo,
+        digest=digest,
+        version=labels.get(f"{OCI}.version", digest[7:19]),
+        revision=labels.get(f"{OCI}.revision"),
+    )
+
+
+def _as_release(recorded: RecordedRelease) -> Release:
+    s = recorded.release
+    return Release(
+        app=s.name,
+        registry=s.registry,
+        repository=s.repository,
+        digest=recorded.digest,
+        version=s.version,
+        revision=s.revision,
+        members=s.members,
+    )
+
+
+def record(
+    connections: Connections, digests: dict[str, str], version: str, revision: str | None
+) -> Release:
+    """The release artifact of these member digests, recorded in the registry."""
+    pipeline = connections.pipeline
+    members = tuple(_member(connections, s, digests[s.name]) for s in pipeline.members)
+    release_set = ReleaseSet(
+        name=pipeline.release_name,
+        registry=pipeline.registry.host,
+        repository=pipeline.registry.repository,
+        version=version,
+        revision=revision,
+        members=members,
+    )
+    return _as_release(record_release(connections.registry(), release_set))
+
+
+def find_release(connections: Connections, digest: str) -> Release:
+    """The release the artifact at ``digest`` is, members in the file's dependency order."""
+    pipeline = connections.pipeline
+    body = connections.registry().get_manifest(pipeline.registry.repository, digest).json
+    listed = {e["annotations"][REF_NAME]: e["digest"] for e in body.get("manifests") or []}
+    wanted = [s.name for s in pipeline.members]
+    if sorted(listed) != sorted(wanted):
+        raise NotFound(
+            f"{pipeline.registry.repository}@{digest} lists {', '.join(sorted(listed)) or 'nothing'}, "
+            f"not the services of this pipeline file ({', '.join(wanted)})"
+        )
+    notes = body.get("annotations") or {}
+    return Release(
+        app=notes.get(RELEASE_ANNOTATION, pipeline.release_name),
+        registry=pipeline.registry.host,
+        repository=pipeline.registry.repository,
+        digest=digest,
+        version=notes.get(f"{OCI}.version", digest[7:19]),
+        revision=notes.get(f"{OCI}.revision"),
+        members=tuple(_member(connections, s, listed[s.name]) for s in pipeline.members),
+    )
+
+
+def promote(connections: Connections, release: Release, env: EnvironmentConfig) -> SetPromotion:
+    """``env``'s tag on every member and the release artifact, all or nothing. The members
+    are read back from the artifact itself, so a tag put back after a rollback moves
+    with exactly the images that release lists."""
+    found = find_release(connections, release.digest)
+    release_set = ReleaseSet(
+        name=found.app,
+        registry=found.registry,
+        repository=found.repository,
+        version=found.version,
+        revision=found.revision,
+        members=found.members,
+    )
+    policy = TagPolicy.from_config(connections.pipeline.registry)
+    return promote_set(
+        connections.registry(), RecordedRelease(release_set, found.digest), env.tag, policy=policy
+    )
+
+
+def member_changes(release: Release, running: Release | None) -> list[str]:
+    """One line per member: the version it goes from and to, for the approval request."""
+    lines = []
+    for m in release.members:
+        before = None
+        if running is not None:
+            before = next((r for r in running.members if r.app == m.app), None)
+        if before is None:
+            lines.append(f"{m.app}: new at {m.version} ({m.short})")
+        elif before.digest == m.digest:
+            lines.append(f"{m.app}: unchanged at {m.version} ({m.short})")
+        else:
+            lines.append(f"{m.app}: {before.version} ({before.short}) -> {m.version} ({m.short})")
+    return lines
