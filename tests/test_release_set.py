@@ -22,6 +22,7 @@ from conveyor.release_set import (
     read_release,
     record_release,
 )
+from conveyor.services_release import member_changes
 from tests.fault_proxy import Fault, FaultProxy
 from tests.registry_support import need_registry, push_image, random_layer
 
@@ -125,3 +126,25 @@ def test_checks_get_every_members_url() -> None:
         "CONVEYOR_URL_FRONT": "http://127.0.0.1:1",
         "CONVEYOR_URL_ORDER_API": "http://127.0.0.1:2",
     }
+
+
+def test_the_approval_request_names_each_members_version_change() -> None:
+    def member(name: str, version: str, fill: str) -> Release:
+        return Release(
+            app=name, registry="r", repository=f"s/{name}", digest="sha256:" + fill * 64,
+            version=version,
+        )  # fmt: skip
+
+    def release(*members: Release) -> Release:
+        return Release(
+            app="shop", registry="r", repository="s", digest="sha256:" + "f" * 64,
+            version="2", members=members,
+        )  # fmt: skip
+
+    running = release(member("worker", "1", "a"), member("api", "1", "b"))
+    new = release(member("worker", "1", "a"), member("api", "2", "c"), member("front", "2", "d"))
+    assert member_changes(new, running) == [
+        f"worker: unchanged at 1 ({'a' * 12})",
+        f"api: 1 ({'b' * 12}) -> 2 ({'c' * 12})",
+        f"front: new at 2 ({'d' * 12})",
+    ]
