@@ -30,6 +30,7 @@ from tests.pipeline_support import (
     _git,
     allow_auto_approve,
     check,
+    conveyor,
     environment,
     promote_run,
     served,
@@ -156,6 +157,9 @@ def test_three_services_ship_as_one_release_into_one_marathon_group(
         assert [a.fields.get("environment") for a in approvals] == ["production"]
         verified = read_evidence(registry, repo, release_digest, ("verification",))
         assert verified and verified[-1].passed
+        args = ["verify", release_digest, "-p", str(pipeline), "--env", "production"]
+        code, out = conveyor(stack, args, tmp_path / "verify.log", timeout=60)
+        assert code == 0 and "verifies" in out, out
 
         # Each service was built in a task run of its own, its build log there.
         (ship_run,) = stack.api.runs_of(pipeline, "ship")

@@ -132,8 +132,11 @@ class MarathonReleaseDriver:
         return out
 
     def plan(self, release: Release) -> str:
-        """One unified diff per member against what its app holds now."""
-        sections = []
+        return "\n\n".join(self.plan_members(release).values())
+
+    def plan_members(self, release: Release) -> dict[str, str]:
+        """Service → the unified diff of its app against what Marathon holds now."""
+        sections = {}
         for m in self._desired(release):
             app_id = self._app_id(m.name)
             desired = {**m.definition, "id": app_id}
@@ -142,7 +145,7 @@ class MarathonReleaseDriver:
             before = normalise(current.definition()) if current else {}
             after = overlay(before, desired) if current else desired
             if before == after:
-                sections.append(f"{m.name}: no changes ({app_id})")
+                sections[m.name] = f"{m.name}: no changes ({app_id})"
                 continue
             diff = difflib.unified_diff(
                 json.dumps(before, indent=2, sort_keys=True).splitlines() if current else [],
@@ -151,8 +154,8 @@ class MarathonReleaseDriver:
                 tofile=f"{app_id} with {release.version} ({release.member(m.name).short})",
                 lineterm="",
             )
-            sections.append(f"{m.name}:\n" + "\n".join(diff))
-        return "\n\n".join(sections)
+            sections[m.name] = f"{m.name}:\n" + "\n".join(diff)
+        return sections
 
     # --- deploying --------------------------------------------------------
 
