@@ -1,0 +1,104 @@
+"""The Marathon driver of a release of several services, on the simulator with real
+containers and a real registry: what the group runs is read back from Marathon alone
+(the release artifact's digest on every member), a rerun changes nothing, and a
+rollback returns the whole group to the release before."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from conveyor.config.drivers import MarathonDriverConfig
+from conveyor.drivers.marathon_release import MarathonReleaseDriver, MemberSpec
+from conveyor.localstack.registry import RegistryServer
+from conveyor.release import Release
+from tests.marathon_support import Sim, build_and_push, fast_template, run_sim
+from tests.parts import free_port, require_binary
+
+pytestmark = [pytest.mark.docker, pytest.mark.registry]
+
+
+@pytest.fixture(scope="module")
+def images(
+    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Release, Release]]:
+    require_binary("docker-registry", "apt-get install docker-registry")
+    require_binary("busybox", "apt-get install busybox-static")
+    reg = RegistryServer(tmp_path_factory.mktemp("registry"), port=free_port())
+    reg.start(timeout=60)
+    app = "g" + secrets.token_hex(4)
+    try:
+        yield (
+            build_and_push(docker_client, reg, app, "1.0"),
+            build_and_push(docker_client, reg, app, "2.0"),
+        )
+    finally:
+        for image in docker_client.images.list(name=f"{reg.address}/conveyor/{app}"):
+            docker_client.images.remove(image.id, force=True)
+        reg.stop()
+
+
+@pytest.fixture(scope="module")
+def sim(docker_client: docker.DockerClient, images: tuple[Release, Release]) -> Iterator[Sim]:
+    with run_sim(docker_client) as s:
+        yield s
+
+
+def _release(fill: str, version: str, worker: Release, api: Release) -> Release:
+    members = tuple(
+        image.model_copy(update={"app": name}) for name, image in (("worker", worker), ("api", api))
+    )
+    return Release(
+        app="shop",
+        registry="r",
+        repository="conveyor/shop",
+        digest="sha256:" + fill * 64,
+        version=version,
+        members=members,
+    )
+
+
+def test_the_group_runs_deploys_again_as_a_no_op_and_rolls_back_whole(
+    sim: Sim, images: tuple[Release, Release], tmp_path: Path
+) -> None:
+    v1, v2 = images
+    config = MarathonDriverConfig(
+        kind="marathon",
+        url=sim.url,
+        app_id="/shop-" + secrets.token_hex(3),
+        app_template=fast_template(tmp_path, instances=1),
+        deploy_timeout_s=60,
+        rollback_timeout_s=60,
+    )
+    members = [
+        MemberSpec("worker", config.app_template),
+        MemberSpec("api", config.app_template, ("worker",)),
+    ]
+    driver = MarathonReleaseDriver("production", config, members)
+    first, second = _release("a", "1", v1, v1), _release("b", "2", v1, v2)
+    try:
+        deployed = driver.deploy(first)
+        assert deployed.changed and deployed.state.runs(first)
+        assert {(i.member, i.digest) for i in deployed.state.instances} == {
+            ("worker", v1.digest),
+            ("api", v1.digest),
+        }
+        assert not driver.deploy(first).changed
+        assert "api:" in driver.plan_members(second)["api"]
+
+        driver.deploy(second)
+        assert driver.status().runs(second)
+        back = driver.rollback()
+        assert back.state.digest == first.digest and back.state.version == "1"
+        assert {(i.member, i.digest) for i in back.state.instances} == {
+            ("worker", v1.digest),
+            ("api", v1.digest),
+        }
+        assert back.state.healthy
+    finally:
+        driver.client.put_group(config.app_id, {"apps": []}, force=True)
+        driver.close()
