@@ -100,7 +100,7 @@ def collect(pipeline: Pipeline, client: Any) -> dict[str, dict[str, Any]]:
                 "waiting": [
                     w.to_json()
                     for w in waiting
-                    if w.environment == env.name and w.app in (None, pipeline.app.name)
+                    if w.environment == env.name and w.app in (None, pipeline.release_name)
                 ],
                 "superseded": _superseded(client, env.name),
             }
