@@ -8,7 +8,9 @@ Both sides build a new version of the sample app, scan it, push it, tag it and a
 its evidence, then deploy and check it in integration and production. Rounds
 alternate which side goes first; the figures are medians. Target: ratio <= 1.2.
 Where the rest goes is read from the server's timestamps of each round's two runs:
-the worker's poll (created -> Pending), the flow process's start (Pending -> Running),
+the worker's poll (created -> Pending), the flow process's start (Pending -> its first
+log line, the pull step: interpreter and prefect import; then -> Running: the flow
+module loaded and the run set Running),
 the run's body split into its task runs and what lies between them, and the CLI's tail
 (the promote run's end -> the CLI's exit); then what a fresh interpreter pays to
 import prefect and each flow module, which is most of a flow process's start.
@@ -62,11 +64,13 @@ from tests.pipeline_support import (
 SEGMENTS = (
     "CLI start -> ship created",
     "ship: worker poll (created -> Pending)",
-    "ship: process start (Pending -> Running)",
+    "ship: interpreter and prefect import (Pending -> pull step)",
+    "ship: flow load and Running (pull step -> Running)",
     "ship: in task runs",
     "ship: between task runs",
     "handover: ship end -> promote Pending",
-    "promote: process start (Pending -> Running)",
+    "promote: interpreter and prefect import",
+    "promote: flow load and Running",
     "promote: in task runs",
     "promote: between task runs",
     "CLI tail (promote end -> CLI exit)",
@@ -177,11 +181,22 @@ def _in_tasks(stack: Stack, run_id: str) -> tuple[float, int]:
     return total, len(spans)
 
 
+def _pull_step(stack: Stack, run_id: str) -> dt.datetime:
+    """When the flow process logged its first line (the deployment's pull step): the
+    interpreter has started and imported prefect; the flow module is not loaded yet."""
+    logs = stack.api._post(
+        "/logs/filter",
+        {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 50},
+    )
+    return next(_time(e["timestamp"]) for e in logs if "pull step" in e["message"])
+
+
 def breakdown(
     stack: Stack, cli_start: dt.datetime, cli_end: dt.datetime, ship_id: str, promote_id: str
 ) -> dict[str, float]:
     ship, promote = _states(stack, ship_id), _states(stack, promote_id)
     ship_created = _time(stack.api.run(ship_id)["created"])
+    ship_pull, promote_pull = _pull_step(stack, ship_id), _pull_step(stack, promote_id)
     ship_tasks, _ = _in_tasks(stack, ship_id)
     promote_tasks, _ = _in_tasks(stack, promote_id)
     ship_body = (ship["COMPLETED"] - ship["RUNNING"]).total_seconds()
@@ -192,11 +207,13 @@ def breakdown(
             (
                 (ship_created - cli_start).total_seconds(),
                 (ship["PENDING"] - ship_created).total_seconds(),
-                (ship["RUNNING"] - ship["PENDING"]).total_seconds(),
+                (ship_pull - ship["PENDING"]).total_seconds(),
+                (ship["RUNNING"] - ship_pull).total_seconds(),
                 ship_tasks,
                 ship_body - ship_tasks,
                 (promote["PENDING"] - ship["COMPLETED"]).total_seconds(),
-                (promote["RUNNING"] - promote["PENDING"]).total_seconds(),
+                (promote_pull - promote["PENDING"]).total_seconds(),
+                (promote["RUNNING"] - promote_pull).total_seconds(),
                 promote_tasks,
                 promote_body - promote_tasks,
                 (cli_end - promote["COMPLETED"]).total_seconds(),
