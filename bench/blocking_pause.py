@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.flow_runs import pause_flow_run
 
 import flows.promote  # noqa: F401  (a promote run's imports, so the memory compares)
-from flows.approval_gate import ApprovalInput
+from flows.approval_form import ApprovalInput
 
 
 @flow(name="blocking-pause", persist_result=False)

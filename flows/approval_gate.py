@@ -17,22 +17,18 @@ import datetime as dt
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from prefect import get_client
 from prefect.client.schemas.objects import FlowRunInput, StateType
-from prefect.flow_runs import suspend_flow_run
-from prefect.input import RunInput
 from prefect.runtime import deployment, flow_run
-from pydantic import Field
 
 from conveyor.approvals import policy
 from conveyor.approvals.record import approval_payload
 from conveyor.approvals.statement import BreakGlass, StartedBy
 from conveyor.approvals.waiting import (
     EXPIRED_MESSAGE,
-    MAX_COMMENT,
     REQUEST_PREFIX,
     WaitingRequest,
     binding_problem,
@@ -40,55 +36,15 @@ from conveyor.approvals.waiting import (
 from conveyor.config import EnvironmentConfig
 from conveyor.errors import ApprovalRejected, ApprovalTimedOut, ConfigError
 from conveyor.release import ApprovalRecord, Release, utcnow
+from flows.approval_form import suspend
 from tasks.runtime import logger
 
 MAX_ASKS = 50
 FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
 
 
-class ApprovalInput(RunInput):
-    """The Resume form. The decision has no default: a person picks approve or reject."""
-
-    decision: Literal["approve", "reject"] = Field(
-        description="approve lets this digest into the environment; reject ends the run"
-    )
-    approver: str = Field(description="your name, as on the environment's approvers list")
-    digest: str = Field(description="the digest you decide about (prefilled: this release's)")
-    environment: str = Field(description="the environment you decide about (prefilled)")
-    comment: str = Field(
-        default="",
-        max_length=MAX_COMMENT,
-        description=f"why (required to reject); at most {MAX_COMMENT:,} characters",
-    )
-    signature: str = Field(
-        default="",
-        description="for a gate that needs signed answers: the line `conveyor approve … --print` prints",
-    )
-
-
 def pause_prefix(env: EnvironmentConfig, release: Release) -> str:
     return f"approval-{env.name}-{release.short}-"
-
-
-def describe_request(
-    env: EnvironmentConfig, release: Release, evidence: list[str], request: WaitingRequest
-) -> str:
-    lines = [
-        f"## Approve `{release.app}` {release.version} for **{env.name}**?",
-        "",
-        f"- digest: `{release.digest}` (the form names it; an answer naming another is refused)",
-        f"- image: `{release.image}`",
-        f"- asked at {request.since:%Y-%m-%d %H:%M:%S} UTC; no decision by "
-        f"{request.deadline:%Y-%m-%d %H:%M:%S} UTC counts as a rejection",
-        f"- approvers: {', '.join(request.approvers)}",
-        *([f"- **{request.progress}**"] if request.progress else []),
-        "",
-        *[f"- {line}" for line in evidence],
-        "",
-        f"Pick `approve` or `reject`, give your name and a comment (at most {MAX_COMMENT:,} "
-        "characters).",
-    ]
-    return "\n".join(lines)
 
 
 @dataclass
@@ -273,6 +229,21 @@ def _decided(
     )
 
 
+def _answered(
+    view: RunView,
+    key: str,
+    env: EnvironmentConfig,
+    release: Release,
+    asked: policy.Request,
+    tally: policy.Tally,
+    counted: list[str],
+) -> ApprovalRecord | None:
+    """The answer given under ``key`` judged into ``tally``; the approval once it decides."""
+    if _judge(view.answers[key], key, env, release, asked, tally):
+        counted.append(key)
+    return _decided(env, release, tally, view.run_id, asked)
+
+
 def _new_request(
     view: RunView,
     env: EnvironmentConfig,
@@ -349,9 +320,7 @@ def request_approval(
         now = utcnow()
         if key in view.fired:
             if key in view.answers:
-                if _judge(view.answers[key], key, env, release, asked, tally):
-                    counted.append(key)
-                record = _decided(env, release, tally, run_id, asked)
+                record = _answered(view, key, env, release, asked, tally, counted)
                 if record is not None:
                     return record
             elif request is not None and current and now >= request.deadline:
@@ -367,7 +336,7 @@ def request_approval(
             raise _timeout(env, release, request, asked, tally)
         if on_ask is not None:
             on_ask(request)
-        _suspend(
+        suspend(
             env, release, evidence, request, math.ceil((request.deadline - now).total_seconds())
         )
         # Only reached when the server says this key fired already (a race with
@@ -375,28 +344,6 @@ def request_approval(
         with get_client(sync_client=True) as client:
             view = _read_run(client, run_id, prefix)
     raise ApprovalRejected(f"{MAX_ASKS} answers for {env.name} were refused; asking no more")
-
-
-def _suspend(
-    env: EnvironmentConfig,
-    release: Release,
-    evidence: list[str],
-    request: WaitingRequest,
-    timeout_s: int,
-) -> None:
-    logger().info(
-        "waiting for a decision on %s (%s) for %s until %s UTC; no process waits meanwhile",
-        release.version,
-        release.digest,
-        env.name,
-        f"{request.deadline:%Y-%m-%d %H:%M:%S}",
-    )
-    form = ApprovalInput.with_initial_data(
-        description=describe_request(env, release, evidence, request),
-        digest=release.digest,
-        environment=env.name,
-    )
-    suspend_flow_run(wait_for_input=form, timeout=max(1, timeout_s), key=request.pause_key)
 
 
 def auto_approve(env: EnvironmentConfig, release: Release) -> ApprovalRecord:
