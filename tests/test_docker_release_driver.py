@@ -5,6 +5,7 @@ dependencies first, all or nothing."""
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -15,15 +16,21 @@ import docker
 import httpx
 import pytest
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
+from conveyor.cli.main import app as cli
 from conveyor.clients.build_context import context_tar
-from conveyor.config import ServiceConfig, ServiceEnvironment
+from conveyor.clients.registry import RegistryClient
+from conveyor.config import ServiceConfig, ServiceEnvironment, load_pipeline
 from conveyor.config.drivers import DockerDriverConfig
 from conveyor.config.environment import HealthConfig
+from conveyor.connections import Connections, secret_resolver
 from conveyor.drivers.docker_release import DockerReleaseDriver
 from conveyor.errors import ConfigError, DeploymentFailed
 from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
+from conveyor.release_set import ReleaseSet, record_release
+from conveyor.source import find_release
 from tests.parts import free_port, require_binary
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
@@ -263,3 +270,86 @@ def test_every_member_needs_a_port_of_its_own(
         "services (b).environments.it.port: 18080 is already another member's port",
         "services (c).environments.it.port: the docker driver needs the host port c serves on",
     ]
+
+
+def _pipeline_file(tmp_path: Path, pushed: Pushed, ports: dict[str, int]) -> Path:
+    for s in ORDER:
+        shutil.copytree(SHOP / s, tmp_path / s)  # links followed
+    (tmp_path / "password").write_text(pushed.auth["password"])
+    services = [
+        {
+            "name": s,
+            "context": s,
+            "depends_on": DEPENDS[s],
+            "environments": {"planned": {"port": ports[s]}},
+        }
+        for s in ORDER
+    ]
+    doc = {
+        "name": pushed.name,
+        "services": services,
+        "registry": {
+            "url": pushed.registry.url,
+            "repository": pushed.name,
+            "username": USER,
+            "password": {"file": "password"},
+        },
+        "environments": [
+            {
+                "name": "planned",
+                "tag": "integration-ready",
+                "driver": {"kind": "docker", "port": ports["front"]},
+                "health": {"path": "/health", "timeout_s": 20, "interval_s": 0.2},
+            }
+        ],
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(json.dumps(doc))  # JSON is YAML
+    return path
+
+
+def test_plan_shows_the_change_of_each_member(
+    docker_client: docker.DockerClient, pushed: Pushed, tmp_path: Path
+) -> None:
+    """``conveyor plan`` of a services: file, through the pipeline file, the registry's
+    release artifacts and the driver the composition root builds for it."""
+    ports = {s: free_port() for s in ORDER}
+    file = _pipeline_file(tmp_path, pushed, ports)
+    pipeline = load_pipeline(file)
+    registry = RegistryClient(pushed.registry.url, USER, SecretStr(pushed.auth["password"]))
+    recorded = {}
+    for version, api in (("p1", "1"), ("p2", "2")):
+        members = tuple(pushed.images[s, api if s == "api" else "1"] for s in ORDER)
+        release_set = ReleaseSet(
+            name=pushed.name,
+            registry=pushed.registry.address,
+            repository=pushed.name,
+            version=version,
+            members=members,
+        )
+        recorded[version] = record_release(registry, release_set).digest
+    registry.close()
+    with Connections(pipeline, resolve_secret=secret_resolver()) as opened:
+        first = find_release(opened, recorded["p1"])
+        assert opened.driver(pipeline.environment("planned")).deploy(first).state.healthy
+
+    args = ["plan", "planned", "-p", str(file), "--digest", recorded["p2"]]
+    shown = CliRunner().invoke(cli, [*args, "--json"])
+    assert shown.exit_code == 0, shown.output
+    doc = json.loads(shown.output)
+    assert doc["running"]["digest"] == recorded["p1"]
+    assert doc["release"]["digest"] == recorded["p2"]
+    rows = {m["service"]: m for m in doc["members"]}
+    assert [m["service"] for m in doc["members"]] == list(ORDER)
+    assert {s: m["change"] for s, m in rows.items()} == {
+        "worker": "none",
+        "api": "update",
+        "front": "none",
+    }
+    assert rows["api"]["running"] == [pushed.images["api", "1"].digest]
+    assert rows["api"]["target"]["digest"] == pushed.images["api", "2"].digest
+    assert "no change" in rows["worker"]["plan"] and "->" in rows["api"]["plan"]
+
+    text = CliRunner().invoke(cli, args)
+    assert text.exit_code == 0, text.output
+    assert "update" in text.output and "--- api" in text.output
