@@ -191,9 +191,6 @@ class Stack:
     registry: RegistryServer
     password: SecretStr
     api: PrefectApi
-    # Set while a module serves the deployments with a worker (``served``): the CLI then
-    # starts deployments, as it does for a person, instead of running flows in-process.
-    on_worker: bool = False
     deployed: bool = False
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -207,9 +204,6 @@ class Stack:
             COLUMNS="200",
             **{PASSWORD_ENV: self.password.get_secret_value()},
         )
-        if not self.on_worker:
-            # Modules without a worker run flows in the CLI's process.
-            env["CONVEYOR_IN_PROCESS"] = "1"
         env.update(extra)
         return env
 
@@ -590,17 +584,15 @@ class Worker:
 @contextlib.contextmanager
 def served(stack: Stack, root: Path) -> Iterator[Worker]:
     """prefect.yaml's deployments (registered once per server) and a worker for one
-    module; the CLI starts deployments meanwhile, as for a person."""
+    module."""
     if not stack.deployed:
         deploy_all(stack, root / "deploy.log")
         stack.deployed = True
-    stack.on_worker = True
     worker = Worker(stack, root / "worker.log")
     try:
         yield worker
     finally:
         worker.stop()
-        stack.on_worker = False
 
 
 def allow_auto_approve(data: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ release to, until each ends or waits for an approval, and prints how to answer.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,12 +41,6 @@ DEFAULT_PIPELINE = Path("deployments/local.yaml")
 HANDOVER_WAIT_S = 120
 # tasks/handover.py starts each promote run under the key handover-<run id>-<env>-<digest>.
 HANDOVER_KEY = "handover-"
-IN_PROCESS = {
-    "ship": ("flows.ship", "ship", "shipped "),
-    "nightly-integration": ("flows.nightly", "nightly_integration", "integration passed "),
-    "promote": ("flows.promote", "promote", "promoted "),
-    "rollback": ("flows.rollback", "rollback", ""),
-}
 
 
 def connections(pipeline: Pipeline) -> Connections:
@@ -91,17 +84,6 @@ def _handovers(client: Any, after: dt.datetime, seen: set[str]) -> list[Any]:
     ]
 
 
-def _in_process(deployment: str, parameters: dict[str, Any]) -> None:
-    """The flow in this process, for test harnesses that have no worker yet
-    (CONVEYOR_IN_PROCESS=1); approvals that suspend need the deployment."""
-    import importlib
-
-    module, name, done = IN_PROCESS[deployment.split("/")[0]]
-    flow = getattr(importlib.import_module(module), name)
-    _emit(f"{deployment}: running in this process (CONVEYOR_IN_PROCESS is set)")
-    _emit(f"{done}{flow(**parameters)}")
-
-
 def _run(deployment: str, parameters: dict[str, Any], follow_handovers: bool) -> None:
     from prefect import get_client
 
@@ -111,9 +93,6 @@ def _run(deployment: str, parameters: dict[str, Any], follow_handovers: bool) ->
         # see another checkout or other settings.
         load_pipeline(Path(parameters["pipeline"]))
         check_server()
-        if os.environ.get("CONVEYOR_IN_PROCESS") == "1":
-            _in_process(deployment, parameters)
-            return
         with get_client(sync_client=True) as client:
             found = runs.find_deployment(client, deployment)
             run = runs.start(client, found, parameters, tags=["conveyor-cli"])
