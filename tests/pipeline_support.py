@@ -191,7 +191,10 @@ class Stack:
     registry: RegistryServer
     password: SecretStr
     api: PrefectApi
+    # prefect.yaml's deployments and the one process worker every pipeline module shares
+    # (``serve``): registered and started by the first module that needs them.
     deployed: bool = False
+    worker: Worker | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a flow subprocess: our server, our password, a home of its own."""
@@ -247,6 +250,8 @@ def stack(
         yield started
     finally:
         _shared.clear()
+        if started.worker is not None:
+            started.worker.stop()
         started.api.close()
         started.prefect.stop()
         started.registry.stop()
@@ -581,18 +586,24 @@ class Worker:
             self.kill()
 
 
-@contextlib.contextmanager
-def served(stack: Stack, root: Path) -> Iterator[Worker]:
-    """prefect.yaml's deployments (registered once per server) and a worker for one
-    module."""
+def serve(stack: Stack) -> Worker:
+    """prefect.yaml's deployments and a process worker, once for the whole session: a
+    worker's start and ``prefect deploy --all`` each cost many seconds on 2 cores. A
+    test that kills the worker calls this again for a new one."""
     if not stack.deployed:
-        deploy_all(stack, root / "deploy.log")
+        deploy_all(stack, stack.root / "deploy.log")
         stack.deployed = True
-    worker = Worker(stack, root / "worker.log")
-    try:
-        yield worker
-    finally:
-        worker.stop()
+    if stack.worker is None or stack.worker.proc.poll() is not None:
+        stack.worker = Worker(stack, stack.root / "worker.log")
+    return stack.worker
+
+
+@contextlib.contextmanager
+def served(stack: Stack, root: Path | None = None) -> Iterator[Worker]:
+    """The session's worker for a module (see ``serve``): it outlives the module, the
+    stack stops it at the end of the session. ``root`` is accepted, and not needed, for
+    modules written when each started a worker of its own."""
+    yield serve(stack)
 
 
 def allow_auto_approve(data: dict[str, Any]) -> dict[str, Any]:

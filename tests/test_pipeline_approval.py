@@ -29,7 +29,7 @@ from tests.pipeline_support import (
     pipeline_data,
     port_of,
     promote_run,
-    served,
+    serve,
     served_version,
     start_ship,
     write_pipeline,
@@ -63,40 +63,40 @@ def approved(
 ) -> Iterator[Approved]:
     root = tmp_path_factory.mktemp("approved")
     app = new_app(stack, docker_client, root)
-    with served(stack, root):
-        try:
-            data = pipeline_data(app)
-            pipeline = write_pipeline(root / "pipeline.yaml", data)
-            flow = start_ship(stack, pipeline, root / "ship.log")
-            ship_id = stack.api.wait_run(pipeline)
-            run_id = promote_run(stack, pipeline)
-            stack.api.wait_state(run_id, ("PAUSED", *ENDED), timeout=150)
-            # ship ends Completed at the handover; its CLI says how to answer.
-            code = flow.wait(120)
-            listing = conveyor(stack, ["approvals"], root / "approvals.log")[1]
-            production_before = len(app.containers("production"))
-            digest = stack.api.run(run_id)["parameters"]["digest"]
-            stack.api.resume_bound(run_id, "approve", "mallory", digest, "production", "let me in")
-            refused = stack.api.wait_state_key(
-                run_id, f"approval-production-{digest[7:19]}-2", timeout=60
-            )
-            stack.api.resume_bound(run_id, "approve", "alice", digest, "production", "looks good")
-            stack.api.wait_state(run_id, ENDED, timeout=180)
-            yield Approved(
-                app,
-                data,
-                pipeline,
-                ship_id,
-                run_id,
-                digest,
-                flow.output,
-                code,
-                listing,
-                refused,
-                production_before,
-            )
-        finally:
-            app.clean()
+    serve(stack)
+    try:
+        data = pipeline_data(app)
+        pipeline = write_pipeline(root / "pipeline.yaml", data)
+        flow = start_ship(stack, pipeline, root / "ship.log")
+        ship_id = stack.api.wait_run(pipeline)
+        run_id = promote_run(stack, pipeline)
+        stack.api.wait_state(run_id, ("PAUSED", *ENDED), timeout=150)
+        # ship ends Completed at the handover; its CLI says how to answer.
+        code = flow.wait(120)
+        listing = conveyor(stack, ["approvals"], root / "approvals.log")[1]
+        production_before = len(app.containers("production"))
+        digest = stack.api.run(run_id)["parameters"]["digest"]
+        stack.api.resume_bound(run_id, "approve", "mallory", digest, "production", "let me in")
+        refused = stack.api.wait_state_key(
+            run_id, f"approval-production-{digest[7:19]}-2", timeout=60
+        )
+        stack.api.resume_bound(run_id, "approve", "alice", digest, "production", "looks good")
+        stack.api.wait_state(run_id, ENDED, timeout=180)
+        yield Approved(
+            app,
+            data,
+            pipeline,
+            ship_id,
+            run_id,
+            digest,
+            flow.output,
+            code,
+            listing,
+            refused,
+            production_before,
+        )
+    finally:
+        app.clean()
 
 
 def test_approved_release_runs_in_production_with_the_tested_digest(

@@ -25,12 +25,11 @@ from tests.pipeline_support import (
     REPO,
     App,
     Stack,
-    Worker,
     conveyor,
-    deploy_all,
     new_app,
     pipeline_data,
     processes_of_run,
+    serve,
     wait_for,
     write_pipeline,
 )
@@ -51,7 +50,6 @@ class Durable:
     processes_while_waiting: list[int]
     approve_output: str
     approved_at: float
-    worker: Worker
     newest_run: str = ""
     newest_approved_at: float = 0.0
 
@@ -104,9 +102,8 @@ def durable(
     stack: Stack, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Durable]:
     root = tmp_path_factory.mktemp("durable")
-    deploy_all(stack, root / "deploy.log")
+    worker = serve(stack)
     app = new_app(stack, docker_client, root)
-    worker = Worker(stack, root / "worker.log")
     try:
         data = pipeline_data(app)
         data["environments"][1]["approval"]["valid_for"] = "40s"
@@ -119,9 +116,10 @@ def durable(
         wait_for(
             "the promote process to exit", lambda: not processes_of_run(promote_id) or None, 30
         )
+        # Every worker and flow process: the session's one worker, then a new one.
         worker.kill()
         waiting = processes_of_run(promote_id)
-        worker = Worker(stack, root / "worker.log")
+        serve(stack)
         name = stack.api.run(promote_id)["name"]
         approved_at = time.time()
         _, output = conveyor(
@@ -138,10 +136,8 @@ def durable(
             waiting,
             output,
             approved_at,
-            worker,
         )
     finally:
-        worker.stop()
         app.clean()
 
 

@@ -5,7 +5,6 @@ that is down when production's pre-flight asks it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,12 @@ from tests.pipeline_support import (
     USER,
     App,
     Stack,
+    Worker,
     allow_auto_approve,
     drivers,
     pipeline_data,
     promote_run,
-    served,
+    serve,
     start_ship,
     write_pipeline,
 )
@@ -37,9 +37,8 @@ PRODUCTION_VERDICT = (b'"environment": "production"', b'"summary"')
 
 
 @pytest.fixture(scope="module", autouse=True)
-def worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with served(stack, tmp_path_factory.mktemp("faults-worker")):
-        yield
+def worker(stack: Stack) -> Worker:
+    return serve(stack)  # the session's worker
 
 
 def _tag(stack: Stack, repository: str, tag: str) -> str | None:

@@ -8,7 +8,6 @@ The flows run on a worker; the production gate waits in the ``promote`` run that
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,12 @@ import pytest
 from tests.pipeline_support import (
     App,
     Stack,
+    Worker,
     allow_auto_approve,
     check,
     pipeline_data,
     promote_run,
-    served,
+    serve,
     start_ship,
     wait_for,
     write_pipeline,
@@ -33,9 +33,8 @@ ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with served(stack, tmp_path_factory.mktemp("gates-worker")):
-        yield
+def worker(stack: Stack) -> Worker:
+    return serve(stack)  # the session's worker
 
 
 def test_an_approval_timeout_rejects_and_the_run_ends_failed(

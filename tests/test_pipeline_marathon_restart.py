@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,12 @@ from tests.pipeline_support import (
     App,
     FlowProcess,
     Stack,
+    Worker,
     allow_auto_approve,
     check,
     pipeline_data,
     promote_run,
-    served,
+    serve,
     write_pipeline,
 )
 from tests.pipeline_support import app as app  # the per-test sample app
@@ -34,9 +34,8 @@ ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with served(stack, tmp_path_factory.mktemp("restart-worker")):
-        yield
+def worker(stack: Stack) -> Worker:
+    return serve(stack)  # the session's worker
 
 
 def _tasks(url: str) -> dict[str, str]:

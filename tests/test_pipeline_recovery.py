@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -18,6 +17,7 @@ import pytest
 from tests.pipeline_support import (
     App,
     Stack,
+    Worker,
     allow_auto_approve,
     check,
     conveyor,
@@ -26,7 +26,7 @@ from tests.pipeline_support import (
     port_of,
     processes_of_run,
     promote_run,
-    served,
+    serve,
     served_version,
     start_ship,
     wait_for,
@@ -40,9 +40,8 @@ ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with served(stack, tmp_path_factory.mktemp("recovery-worker")):
-        yield
+def worker(stack: Stack) -> Worker:
+    return serve(stack)  # the session's worker
 
 
 def _approve_from_terminal(stack: Stack, pipeline: Path, tmp_path: Path) -> str:
