@@ -1,12 +1,22 @@
 """Outside systems failing at the worst moment, on the real parts: a registry that
 refuses the production test evidence right after a healthy deploy (a fault-injecting
 proxy of the test's own on 127.0.0.1 in front of the real registry), and a vCenter
-that is down when production's pre-flight asks it."""
+that is down when production's pre-flight asks it.
+
+Both start from one app whose first release is in production (one ship fewer): each
+judges production against what it ran before its own ship. The vCenter test goes
+first: it must leave production and its tag as they were, which the registry test
+then starts from.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import docker
 import pytest
 from pydantic import SecretStr
 
@@ -21,13 +31,13 @@ from tests.pipeline_support import (
     Worker,
     allow_auto_approve,
     drivers,
+    new_app,
     pipeline_data,
     promote_run,
     serve,
     start_ship,
     write_pipeline,
 )
-from tests.pipeline_support import app as app  # the per-test sample app
 from tests.pipeline_support import stack as stack  # the shared session fixture
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
@@ -47,60 +57,41 @@ def _tag(stack: Stack, repository: str, tag: str) -> str | None:
         return client.resolve(repository, tag)
 
 
-def test_evidence_the_registry_refuses_after_a_healthy_deploy_errors_without_rollback(
-    stack: Stack, app: App, tmp_path: Path
-) -> None:
-    first = allow_auto_approve(pipeline_data(app))
-    flow = start_ship(
-        stack, write_pipeline(tmp_path / "v1.yaml", first), tmp_path / "v1.log", "--auto-approve"
-    )
-    assert flow.wait(180) == 0, flow.output[-3000:]
-    v1_digest = app.current("production").labels["conveyor.digest"]
+@dataclass
+class Released:
+    """One app whose first release went all the way: both tests change what follows it."""
 
-    v2 = app.commit("v2")
-    with FaultProxy(("127.0.0.1", stack.registry.port)) as proxy:
-        refuse = proxy.add(Fault("PUT", "/blobs/uploads/", body_contains=PRODUCTION_VERDICT))
-        second = allow_auto_approve(pipeline_data(app, ports=drivers(first)))
-        second["registry"]["url"] = proxy.url
-        pipeline = write_pipeline(tmp_path / "v2.yaml", second)
-        flow = start_ship(stack, pipeline, tmp_path / "v2.log", "--auto-approve")
-        assert flow.wait(240) != 0
-        run_id = promote_run(stack, pipeline)
-        final = stack.api.wait_state(run_id, ENDED, timeout=30)
-        # The upload was retried (the step's retries), then the run ended as an error.
-        assert refuse.hits >= 2, proxy.seen[-10:]
-        assert final["type"] == "FAILED", final
-        assert "RolledBack" not in final["message"] and "503" in final["message"], final
-        production = app.current("production")
-        assert production.labels["conveyor.version"] == v2
-        v2_digest = production.labels["conveyor.digest"]
-        assert v2_digest != v1_digest
-        assert _tag(stack, app.repository, "production-ready") == v2_digest
-        assert not [line for line in stack.api.logs(run_id) if "rolled back" in line]
+    app: App
+    first: dict[str, Any]
+    root: Path
 
-        # The registry is back: the next run finds production deployed, checks it again
-        # and records the evidence; nothing is deployed twice.
-        proxy.clear()
-        container = production.id
-        flow = start_ship(stack, pipeline, tmp_path / "v2-again.log", "--auto-approve")
+
+@pytest.fixture(scope="module")
+def released(
+    stack: Stack, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Released]:
+    root = tmp_path_factory.mktemp("faults")
+    app = new_app(stack, docker_client, root)
+    try:
+        first = allow_auto_approve(pipeline_data(app))
+        flow = start_ship(
+            stack, write_pipeline(root / "v1.yaml", first), root / "v1.log", "--auto-approve"
+        )
         assert flow.wait(180) == 0, flow.output[-3000:]
-        assert app.current("production").id == container
-        assert any(kind == "pass" and method == "PUT" for method, _, kind in proxy.seen)
+        yield Released(app, first, root)
+    finally:
+        app.clean()
 
 
 def test_a_vcenter_that_is_down_leaves_the_production_tag_on_what_production_runs(
-    stack: Stack, app: App, tmp_path: Path
+    stack: Stack, released: Released
 ) -> None:
-    first = allow_auto_approve(pipeline_data(app))
-    flow = start_ship(
-        stack, write_pipeline(tmp_path / "v1.yaml", first), tmp_path / "v1.log", "--auto-approve"
-    )
-    assert flow.wait(180) == 0, flow.output[-3000:]
-    v1_digest = app.current("production").labels["conveyor.digest"]
-    assert _tag(stack, app.repository, "production-ready") == v1_digest
+    app, root = released.app, released.root
+    running = app.current("production").labels["conveyor.digest"]
+    assert _tag(stack, app.repository, "production-ready") == running
 
-    app.commit("v2")
-    second = allow_auto_approve(pipeline_data(app, ports=drivers(first)))
+    app.commit("vcenter-down")
+    second = allow_auto_approve(pipeline_data(app, ports=drivers(released.first)))
     # vCenter is down: nothing listens on its port.
     second["environments"][1]["preflight"] = {
         "vsphere": {
@@ -111,11 +102,49 @@ def test_a_vcenter_that_is_down_leaves_the_production_tag_on_what_production_run
             "request_timeout_s": 2,
         }
     }
-    pipeline = write_pipeline(tmp_path / "v2.yaml", second)
-    flow = start_ship(stack, pipeline, tmp_path / "v2.log", "--auto-approve")
+    pipeline = write_pipeline(root / "vcenter-down.yaml", second)
+    flow = start_ship(stack, pipeline, root / "vcenter-down.log", "--auto-approve")
     assert flow.wait(240) != 0
     run_id = promote_run(stack, pipeline)
     final = stack.api.wait_state(run_id, ENDED, timeout=30)
     assert final["type"] == "FAILED", final
-    assert app.current("production").labels["conveyor.digest"] == v1_digest
-    assert _tag(stack, app.repository, "production-ready") == v1_digest
+    assert app.current("production").labels["conveyor.digest"] == running
+    assert _tag(stack, app.repository, "production-ready") == running
+
+
+def test_evidence_the_registry_refuses_after_a_healthy_deploy_errors_without_rollback(
+    stack: Stack, released: Released
+) -> None:
+    app, root = released.app, released.root
+    before_digest = app.current("production").labels["conveyor.digest"]
+
+    v2 = app.commit("evidence-refused")
+    with FaultProxy(("127.0.0.1", stack.registry.port)) as proxy:
+        refuse = proxy.add(Fault("PUT", "/blobs/uploads/", body_contains=PRODUCTION_VERDICT))
+        second = allow_auto_approve(pipeline_data(app, ports=drivers(released.first)))
+        second["registry"]["url"] = proxy.url
+        # Next to the first file: a pipeline file may build only inside its own folder tree.
+        pipeline = write_pipeline(root / "evidence.yaml", second)
+        flow = start_ship(stack, pipeline, root / "evidence.log", "--auto-approve")
+        assert flow.wait(240) != 0
+        run_id = promote_run(stack, pipeline)
+        final = stack.api.wait_state(run_id, ENDED, timeout=30)
+        # The upload was retried (the step's retries), then the run ended as an error.
+        assert refuse.hits >= 2, proxy.seen[-10:]
+        assert final["type"] == "FAILED", final
+        assert "RolledBack" not in final["message"] and "503" in final["message"], final
+        production = app.current("production")
+        assert production.labels["conveyor.version"] == v2
+        v2_digest = production.labels["conveyor.digest"]
+        assert v2_digest != before_digest
+        assert _tag(stack, app.repository, "production-ready") == v2_digest
+        assert not [line for line in stack.api.logs(run_id) if "rolled back" in line]
+
+        # The registry is back: the next run finds production deployed, checks it again
+        # and records the evidence; nothing is deployed twice.
+        proxy.clear()
+        container = production.id
+        flow = start_ship(stack, pipeline, root / "evidence-again.log", "--auto-approve")
+        assert flow.wait(180) == 0, flow.output[-3000:]
+        assert app.current("production").id == container
+        assert any(kind == "pass" and method == "PUT" for method, _, kind in proxy.seen)
