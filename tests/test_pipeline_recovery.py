@@ -2,14 +2,18 @@
 before it, and a run killed mid-way is finished by the next run without redoing work.
 
 The flows run on a worker: ``ship`` hands the release over to a ``promote`` run at the
-production gate, and that run is the one answered, deployed and rolled back.
+production gate, and that run is the one answered, deployed and rolled back. The two
+rollback tests share one app and its first approved release.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -22,6 +26,7 @@ from tests.pipeline_support import (
     check,
     conveyor,
     drivers,
+    new_app,
     pipeline_data,
     port_of,
     processes_of_run,
@@ -44,36 +49,64 @@ def worker(stack: Stack) -> Worker:
     return serve(stack)  # the session's worker
 
 
-def _approve_from_terminal(stack: Stack, pipeline: Path, tmp_path: Path) -> str:
+def _approve_from_terminal(stack: Stack, pipeline: Path, logs: Path) -> str:
     """Ship, answer the production gate with ``conveyor approve``; the promote run's
     final state type."""
-    flow = start_ship(stack, pipeline, tmp_path / "ship-v1.log")
+    flow = start_ship(stack, pipeline, logs / f"ship-{pipeline.stem}.log")
     run_id = promote_run(stack, pipeline)
     stack.api.wait_state(run_id, ("PAUSED", *ENDED), timeout=150)
     assert flow.wait(60) == 0, flow.output[-3000:]
     name = stack.api.run(run_id)["name"]
     code, out = conveyor(
-        stack, ["approve", name, "--as", "alice", "--comment", "ok"], tmp_path / "approve.log"
+        stack,
+        ["approve", name, "--as", "alice", "--comment", "ok"],
+        logs / f"approve-{pipeline.stem}.log",
     )
     assert code == 0 and f"answered run {name} as alice" in out, out[-2000:]
     return str(stack.api.wait_state(run_id, ENDED, timeout=180)["type"])
 
 
-def test_failing_production_checks_roll_back_to_the_previous_release(
-    stack: Stack, app: App, tmp_path: Path
-) -> None:
-    first = pipeline_data(app)
-    done = _approve_from_terminal(stack, write_pipeline(tmp_path / "v1.yaml", first), tmp_path)
-    assert done == "COMPLETED"
-    v1 = app.versions[-1]
-    v1_digest = app.current("production").labels["conveyor.digest"]
+@dataclass
+class Released:
+    """One app whose first release was approved from the terminal and runs in
+    production: the rollback tests each ship what follows it (one ship fewer)."""
 
-    v2 = app.commit("v2")
+    app: App
+    first: dict[str, Any]
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def released(
+    stack: Stack, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Released]:
+    root = tmp_path_factory.mktemp("recovery")
+    app = new_app(stack, docker_client, root)
+    try:
+        first = pipeline_data(app)
+        done = _approve_from_terminal(stack, write_pipeline(root / "v1.yaml", first), root)
+        assert done == "COMPLETED"
+        yield Released(app, first, root)
+    finally:
+        app.clean()
+
+
+def test_failing_production_checks_roll_back_to_the_previous_release(
+    stack: Stack, released: Released
+) -> None:
+    app, root = released.app, released.root
+    before = app.current("production")
+    v1, v1_digest = before.labels["conveyor.version"], before.labels["conveyor.digest"]
+
+    v2 = app.commit("fails-production")
     # Production's checks accept only v1's /version: v2 deploys, fails them, goes back.
     production = [check("health answers", "/health", "ok"), check("old version", "/version", v1)]
-    second = allow_auto_approve(pipeline_data(app, production=production, ports=drivers(first)))
-    pipeline = write_pipeline(tmp_path / "v2.yaml", second)
-    flow = start_ship(stack, pipeline, tmp_path / "ship-v2.log", "--auto-approve")
+    second = allow_auto_approve(
+        pipeline_data(app, production=production, ports=drivers(released.first))
+    )
+    # Next to the first file: a pipeline file may build only inside its own folder tree.
+    pipeline = write_pipeline(root / "fails-production.yaml", second)
+    flow = start_ship(stack, pipeline, root / "ship-fails-production.log", "--auto-approve")
     # The CLI follows the promote run ship handed over to, and fails with it.
     assert flow.wait(240) != 0, flow.output[-3000:]
     run_id = stack.api.runs_of(pipeline, "promote")[-1]["id"]
@@ -85,7 +118,7 @@ def test_failing_production_checks_roll_back_to_the_previous_release(
     restored = app.current("production")
     assert restored.labels["conveyor.digest"] == v1_digest
     assert v1_digest in app.image_digests(restored)
-    assert served_version(port_of(first, "production")) == v1
+    assert served_version(port_of(released.first, "production")) == v1
     assert app.current("integration").labels["conveyor.version"] == v2
 
 
@@ -134,36 +167,33 @@ def test_a_killed_run_is_finished_by_the_next_without_redeploying(
 
 
 def test_rollback_then_promote_goes_on_with_the_recorded_approval(
-    stack: Stack, app: App, tmp_path: Path
+    stack: Stack, released: Released
 ) -> None:
     """The approval travels with the image: promoting an approved digest again (here
-    after a rollback) needs no second pause, and the rollback flow restores v1."""
-    data = allow_auto_approve(pipeline_data(app))
-    # Two files with the same content: the test finds each run by its pipeline file.
-    first = write_pipeline(tmp_path / "v1.yaml", data)
-    pipeline = write_pipeline(tmp_path / "pipeline.yaml", data)
-    flow = start_ship(stack, first, tmp_path / "ship-v1.log", "--auto-approve")
-    assert flow.wait(240) == 0, flow.output[-3000:]
-    assert stack.api.state(promote_run(stack, first))["type"] == "COMPLETED"
-    v1 = app.versions[-1]
-    v2 = app.commit("v2")
-    assert _approve_from_terminal(stack, pipeline, tmp_path) == "COMPLETED"
-    v2_digest = app.current("production").labels["conveyor.digest"]
-    assert served_version(port_of(data, "production")) == v2
-
-    code, out = conveyor(
-        stack, ["rollback", "production", "-p", str(pipeline)], tmp_path / "rb.log"
+    after a rollback) needs no second pause, and the rollback flow restores the release
+    production ran before."""
+    app, root = released.app, released.root
+    port = port_of(released.first, "production")
+    before = app.current("production").labels["conveyor.version"]
+    newer = app.commit("approved-again")
+    pipeline = write_pipeline(
+        root / "approved-again.yaml", pipeline_data(app, ports=drivers(released.first))
     )
+    assert _approve_from_terminal(stack, pipeline, root) == "COMPLETED"
+    digest = app.current("production").labels["conveyor.digest"]
+    assert served_version(port) == newer
+
+    code, out = conveyor(stack, ["rollback", "production", "-p", str(pipeline)], root / "rb.log")
     assert code == 0, out[-3000:]
-    assert served_version(port_of(data, "production")) == v1
+    assert served_version(port) == before
 
     code, out = conveyor(
-        stack, ["promote", v2_digest, "-p", str(pipeline)], tmp_path / "pr.log", timeout=150
+        stack, ["promote", digest, "-p", str(pipeline)], root / "pr.log", timeout=150
     )
     assert code == 0, out[-3000:]
     run_id = stack.api.runs_of(pipeline, flow="promote")[-1]["id"]
     assert "PAUSED" not in stack.api.state_types(run_id)
     logs = stack.api.logs(run_id)
     assert any("was approved for production by alice" in line for line in logs), logs
-    assert served_version(port_of(data, "production")) == v2
-    assert app.current("production").labels["conveyor.digest"] == v2_digest
+    assert served_version(port) == newer
+    assert app.current("production").labels["conveyor.digest"] == digest
