@@ -1,7 +1,8 @@
 """The Marathon driver of a release of several services, on the simulator with real
 containers and a real registry: what the group runs is read back from Marathon alone
 (the release artifact's digest on every member), a rerun changes nothing, and a
-rollback returns the whole group to the release before."""
+rollback returns the whole group to the release before; a member the release did not
+change keeps its tasks."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import httpx
 import pytest
 
 from conveyor.config.drivers import MarathonDriverConfig
@@ -62,6 +64,11 @@ def _release(fill: str, version: str, worker: Release, api: Release) -> Release:
     )
 
 
+def _task_ids(sim: Sim, group: str, member: str) -> set[str]:
+    tasks = httpx.get(f"{sim.url}/v2/apps{group}/{member}/tasks", timeout=5).json()["tasks"]
+    return {t["id"] for t in tasks}
+
+
 def test_the_group_runs_deploys_again_as_a_no_op_and_rolls_back_whole(
     sim: Sim, images: tuple[Release, Release], tmp_path: Path
 ) -> None:
@@ -90,8 +97,11 @@ def test_the_group_runs_deploys_again_as_a_no_op_and_rolls_back_whole(
         assert not driver.deploy(first).changed
         assert "api:" in driver.plan_members(second)["api"]
 
+        worker_tasks = _task_ids(sim, config.app_id, "worker")
         driver.deploy(second)
         assert driver.status().runs(second)
+        # The worker's image did not change: Marathon left its task alone.
+        assert _task_ids(sim, config.app_id, "worker") == worker_tasks
         back = driver.rollback()
         assert back.state.digest == first.digest and back.state.version == "1"
         assert {(i.member, i.digest) for i in back.state.instances} == {

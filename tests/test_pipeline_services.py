@@ -147,15 +147,17 @@ def test_three_services_ship_as_one_release_into_one_marathon_group(
         group = httpx.get(
             f"{sim.url}/v2/groups/{name}-prod", params={"embed": "group.apps.tasks"}, timeout=10
         ).json()
-        images = {
-            a["id"].rsplit("/", 1)[-1]: a["container"]["docker"]["image"] for a in group["apps"]
-        }
+        apps = {a["id"].rsplit("/", 1)[-1]: a for a in group["apps"]}
+        # The group's record app names the release it runs.
+        record = apps.pop("conveyor-release")
+        assert record["labels"]["dev.conveyor.release.digest"] == release_digest
+        images = {s: a["container"]["docker"]["image"] for s, a in apps.items()}
         address = stack.registry.address
         assert images == {s: f"{address}/{repo}/{s}@{d}" for s, d in members.items()}
-        for a in group["apps"]:
+        for a in apps.values():
             alive = [r["alive"] for t in a["tasks"] for r in t["healthCheckResults"]]
             assert len(a["tasks"]) == a["instances"] and alive and all(alive), a
-        deps = {a["id"].rsplit("/", 1)[-1]: a["dependencies"] for a in group["apps"]}
+        deps = {s: a["dependencies"] for s, a in apps.items()}
         assert deps["front"] == [f"/{name}-prod/api"] and deps["worker"] == []
 
         for service, digest in members.items():

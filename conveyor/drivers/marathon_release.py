@@ -1,11 +1,13 @@
 """The Marathon driver of a release of several services: one group per environment.
 
 The driver's ``app_id`` is the group; each service is the member app
-``<group>/<service>``, rendered from its own app template (or the driver's), pinned to
-its image digest and carrying the release artifact's digest and version as labels, so
-what the group runs can be read back from Marathon alone. Deploy and rollback move the
-whole group (``marathon_group``): every member on the new release healthy, or the
-group back where it was.
+``<group>/<service>``, rendered from its own app template (or the driver's) and pinned
+to its image digest. The release artifact's digest and version are the labels of one
+more app of the group, ``<group>/conveyor-release``, with no instances: what the group
+runs is read back from Marathon alone, and a service the release did not change keeps
+its definition, so Marathon leaves its tasks alone (a label on every member would
+restart them all). Deploy and rollback move the whole group (``marathon_group``):
+every member on the new release healthy, or the group back where it was.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from conveyor.release import Release
 
 LABEL_RELEASE = "dev.conveyor.release.digest"
 LABEL_RELEASE_VERSION = "dev.conveyor.release.version"
+RECORD = "conveyor-release"
 # Group versions looked at when searching the release that ran before: each is one GET.
 MAX_VERSIONS = 25
 
@@ -47,13 +50,23 @@ class MemberSpec:
     depends_on: tuple[str, ...] = ()
 
 
+def _is_record(app: App) -> bool:
+    return app.id.rstrip("/").rsplit("/", 1)[-1] == RECORD
+
+
 def _release_of(group: Group) -> tuple[str | None, str | None]:
-    """The release artifact every member app names, or (None, None) if they disagree."""
-    digests = {a.labels.get(LABEL_RELEASE) for a in group.apps}
-    versions = {a.labels.get(LABEL_RELEASE_VERSION) for a in group.apps}
-    if len(digests) != 1 or len(versions) != 1:
-        return None, None
-    return digests.pop(), versions.pop()
+    """The release artifact the group's record app names; (None, None) without one."""
+    for app in group.apps:
+        if _is_record(app):
+            return app.labels.get(LABEL_RELEASE), app.labels.get(LABEL_RELEASE_VERSION)
+    return None, None
+
+
+def _record(release: Release) -> Member:
+    """The app that only carries the release's labels: no instance, nothing to run."""
+    labels = {LABEL_RELEASE: release.digest, LABEL_RELEASE_VERSION: release.version}
+    definition = {"instances": 0, "cpus": 0.01, "mem": 16, "cmd": "true", "labels": labels}
+    return Member(RECORD, definition)
 
 
 class MarathonReleaseDriver:
@@ -101,7 +114,7 @@ class MarathonReleaseDriver:
             return DeployedState(environment=self.environment, digest=None, version=None)
         digest, version = _release_of(group)
         instances = []
-        for app in group.apps:
+        for app in (a for a in group.apps if not _is_record(a)):
             member = app.id.rsplit("/", 1)[-1]
             checked = bool(app.health_checks)
             for t in app.tasks:
@@ -122,11 +135,6 @@ class MarathonReleaseDriver:
             app = render(
                 self._templates[spec.name], self._app_id(spec.name), release.member(spec.name)
             )
-            app["labels"] = {
-                **app["labels"],
-                LABEL_RELEASE: release.digest,
-                LABEL_RELEASE_VERSION: release.version,
-            }
             app["dependencies"] = list(spec.depends_on)
             out.append(Member(spec.name, app))
         return out
@@ -172,7 +180,7 @@ class MarathonReleaseDriver:
         result = deploy_group(
             self.client,
             self.group_id,
-            self._desired(release),
+            [*self._desired(release), _record(release)],
             timeout_s=self.config.deploy_timeout_s,
             rollback_timeout_s=self.config.rollback_timeout_s,
             clock=self._clock,
