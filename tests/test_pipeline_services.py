@@ -9,7 +9,6 @@ import json
 import secrets
 import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +26,19 @@ from tests.pipeline_support import (
     USER,
     FlowProcess,
     Stack,
+    Worker,
     _git,
     allow_auto_approve,
     check,
     conveyor,
     environment,
     promote_run,
-    served,
+    serve,
     write_pipeline,
 )
 from tests.pipeline_support import stack as stack  # the shared session fixture
 
-pytestmark = [
-    pytest.mark.docker,
-    pytest.mark.registry,
-    pytest.mark.trivy,
-    pytest.mark.prefect,
-    # The first pipeline module of a session also starts the shared stack (Prefect server,
-    # registry, deployments) inside its test's time.
-    pytest.mark.timeout(480),
-]
+pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
 ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
 SERVICES = {"worker": [], "api": ["worker"], "front": ["api"]}
 # The integration test command reaches every member through its CONVEYOR_URL_<SERVICE>.
@@ -58,9 +50,8 @@ REACH_ALL = (
 
 
 @pytest.fixture(scope="module", autouse=True)
-def worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with served(stack, tmp_path_factory.mktemp("services-worker")):
-        yield
+def worker(stack: Stack) -> Worker:
+    return serve(stack)  # the session's worker
 
 
 def _sources(root: Path) -> dict[str, Path]:
