@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from pydantic import SecretStr
 
@@ -83,6 +84,17 @@ def run_connections(pipeline: Pipeline) -> Iterator[Connections]:
             yield opened
         finally:
             _RUN.reset(token)
+            _log_builds(opened)
+
+
+def _log_builds(opened: Connections) -> None:
+    """Say what the run built: each client once per run is the rule, and a test reads it."""
+    try:
+        log = get_run_logger()
+    except MissingContextError:
+        return
+    built = ", ".join(f"{kind} {n}" for kind, n in sorted(opened.builds.items())) or "nothing"
+    log.info("connections of this run: %s built", built)
 
 
 @contextmanager
