@@ -31,6 +31,10 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Key]:
 
 
 def _pipeline(tmp_path: Path, keys: dict[str, Key], identity: str = "signed") -> Pipeline:
+    return parse_pipeline(_document(tmp_path, keys, identity), "pipeline.yaml", tmp_path)
+
+
+def _document(tmp_path: Path, keys: dict[str, Key], identity: str = "signed") -> dict[str, Any]:
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     approval = {
         "approvers": [{"name": k.name, "key": k.public} for k in keys.values()],
@@ -39,8 +43,7 @@ def _pipeline(tmp_path: Path, keys: dict[str, Key], identity: str = "signed") ->
         "timeout": "1h",
     }
     gated = {"driver": {"kind": "docker", "port": 2}, "approval": approval}
-    data: dict[str, Any] = two_environments(tmp_path, gated, app="shop")
-    return parse_pipeline(data, "pipeline.yaml", tmp_path)
+    return two_environments(tmp_path, gated, app="shop")
 
 
 def test_a_signed_gate_takes_only_a_fresh_signed_start_by_the_named_person(
@@ -62,6 +65,19 @@ def test_a_signed_gate_takes_only_a_fresh_signed_start_by_the_named_person(
     assert "not within 0:15:00 of this run (a replay?)" in replay
     typed = _pipeline(tmp_path, keys, identity="typed")
     assert start_problems(typed, "carol", "") == []
+
+
+def test_a_release_of_several_services_is_started_under_its_release_name(
+    tmp_path: Path, keys: dict[str, Key]
+) -> None:
+    data = _document(tmp_path, keys)
+    app = data.pop("app")
+    data["name"] = "shop"
+    data["services"] = [{**app, "name": "api"}, {**app, "name": "front", "depends_on": ["api"]}]
+    several = parse_pipeline(data, "pipeline.yaml", tmp_path)
+    assert (
+        start_problems(several, "carol", start_token("shop", "carol", keys["carol"].private)) == []
+    )
 
 
 def test_the_starter_may_not_approve_and_the_evidence_says_who_started(

@@ -92,7 +92,7 @@ def start_problems(
                 f"`conveyor ship --as {name} --key ~/.ssh/id_ed25519` (or --sign for ssh-agent)"
             )
             continue
-        judged = judge_start(env, pipeline.app.name, name, token)
+        judged = judge_start(env, pipeline.release_name, name, token)
         if isinstance(judged, str):
             problems.append(f"started_by: {judged}")
         elif judged.claim is not None and not (

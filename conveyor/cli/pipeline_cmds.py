@@ -174,7 +174,7 @@ def ship(
         params["started_by"] = as_
         if key is not None or sign:
             with boundary():
-                app = load_pipeline(pipeline).app.name
+                app = load_pipeline(pipeline).release_name
                 params["start_token"] = signed_start(app, as_, key)
     _run("ship/ship", params, follow_handovers=True)
 
