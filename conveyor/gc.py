@@ -3,6 +3,11 @@
 ``plan_gc`` only reads and says what would go and why (``conveyor gc --dry-run`` prints
 it); ``apply_gc`` deletes the planned manifests and their evidence. Layer blobs are
 reclaimed by the registry's own garbage collector once nothing references them.
+
+For a release of several services (``plan_release_gc``) the release artifacts decide:
+every digest a kept artifact lists stays in its member's repository whatever its age,
+since a member carried unchanged into newer releases keeps its first build's date and
+a release that lost one member could be neither deployed nor rolled back to.
 """
 
 from __future__ import annotations
@@ -11,15 +16,17 @@ import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from conveyor.clients.registry import RegistryClient, referrers_tag
 from conveyor.errors import NotFound
 from conveyor.evidence import CREATED
 from conveyor.promotion import TagPolicy
+from conveyor.release_set import kept_members
 
 log = logging.getLogger(__name__)
+PROTECTED = "protected (running in production or needed for its rollback)"
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -58,11 +65,14 @@ def _parse_time(value: object) -> dt.datetime | None:
 
 
 def created_at(client: RegistryClient, repo: str, digest: str) -> dt.datetime:
-    """The image config's ``created``, else the newest evidence's time, else the epoch."""
+    """The image config's ``created``, else the newest evidence's time, else the epoch.
+
+    An index is as new as its newest entry: a release artifact whose first member was
+    carried from an older release is not that old."""
     manifest = client.get_manifest(repo, digest)
     body = manifest.json
     if manifest.is_index and body.get("manifests"):
-        return created_at(client, repo, body["manifests"][0]["digest"])
+        return max(created_at(client, repo, e["digest"]) for e in body["manifests"])
     config = body.get("config") or {}
     if config.get("digest") and config.get("size", 0) < 1_000_000:
         stamp = _parse_time(json.loads(client.get_blob(repo, config["digest"])).get("created"))
@@ -92,12 +102,14 @@ def plan_gc(
     repo: str,
     *,
     keep: int,
-    protected: Iterable[str] = (),
+    protected: Iterable[str] | Mapping[str, str] = (),
     policy: TagPolicy | None = None,
 ) -> GcPlan:
-    """Which releases stay (newest ``keep``, moving-tagged, protected) and which go."""
+    """Which releases stay (newest ``keep``, moving-tagged, protected) and which go.
+
+    ``protected`` may map each digest to the reason it is protected."""
     policy = policy or TagPolicy()
-    protected = set(protected)
+    why = dict(protected) if isinstance(protected, Mapping) else dict.fromkeys(protected, PROTECTED)
     releases = _releases(client, repo)
     dated = sorted(
         ((created_at(client, repo, d), d) for d in releases), key=lambda t: t[0], reverse=True
@@ -106,8 +118,8 @@ def plan_gc(
     for rank, (created, digest) in enumerate(dated):
         tags = tuple(sorted(releases[digest]))
         moving = [t for t in tags if policy.is_moving(t)]
-        if digest in protected:
-            reason = "protected (running in production or needed for its rollback)"
+        if digest in why:
+            reason = why[digest]
         elif moving:
             reason = f"named by moving tag {', '.join(moving)}"
         elif rank < keep:
@@ -136,4 +148,79 @@ def apply_gc(client: RegistryClient, plan: GcPlan) -> list[str]:
             continue
         log.info("gc deleted %s@%s (%s)", repo, item.digest, item.reason)
         deleted.append(item.digest)
+    return deleted
+
+
+@dataclass
+class ReleaseGcPlan:
+    """The release artifacts' plan, then one per member repository."""
+
+    artifacts: GcPlan
+    members: list[GcPlan]
+    listed: set[str]  # every digest a kept release artifact lists
+
+    @property
+    def plans(self) -> list[GcPlan]:
+        return [self.artifacts, *self.members]
+
+    @property
+    def delete(self) -> list[GcItem]:
+        return [i for p in self.plans for i in p.delete]
+
+    def lines(self) -> list[str]:
+        return [line for p in self.plans for line in p.lines()]
+
+
+def plan_release_gc(
+    client: RegistryClient,
+    repository: str,
+    member_repositories: Iterable[str],
+    *,
+    keep: int,
+    protected: Iterable[str] = (),
+    running: Mapping[str, Iterable[str]] | None = None,
+    policy: TagPolicy | None = None,
+) -> ReleaseGcPlan:
+    """What goes of a release of several services: the artifacts in ``repository``
+    beyond the newest ``keep`` that no environment runs or could roll back to
+    (``protected``), and in each member repository what no kept artifact lists, no
+    instance runs (``running``: repository -> image digests) and is not among its newest.
+
+    A protected artifact the registry no longer holds raises NotFound: without it the
+    members its rollback needs cannot be told apart, so nothing is deleted.
+    """
+    artifacts = plan_gc(client, repository, keep=keep, protected=protected, policy=policy)
+    kept = [i.digest for i in artifacts.keep]
+    listed = kept_members(client, repository, kept + sorted(set(protected) - set(kept)))
+    running = running or {}
+    plans = []
+    for repo in dict.fromkeys(member_repositories):
+        if repo == repository:
+            continue  # a member in the artifacts' repository is planned with them
+        why = dict.fromkeys(running.get(repo, ()), "running (an instance runs it now)")
+        for digest in listed.get(repo, set()) - why.keys():
+            why[digest] = "listed by a release that is kept"
+        plans.append(plan_gc(client, repo, keep=keep, protected=why, policy=policy))
+    return ReleaseGcPlan(artifacts, plans, set().union(*listed.values()))
+
+
+def apply_release_gc(client: RegistryClient, plan: ReleaseGcPlan) -> list[str]:
+    """Delete the planned artifacts, the member manifests mounted beside them that no
+    kept artifact lists, then the planned member images; returns the deleted digests.
+
+    Member images go last, so a crash never leaves a kept artifact naming a gone image;
+    the mounted copies go just before their artifact, which a rerun still finds (tagged)
+    and so finds them again: untagged, they could not be found otherwise.
+    """
+    repo = plan.artifacts.repository
+    for item in plan.artifacts.delete:
+        with contextlib.suppress(NotFound):
+            body = client.get_manifest(repo, item.digest).json
+            for entry in body.get("manifests") or []:
+                if entry["digest"] not in plan.listed:
+                    with contextlib.suppress(NotFound):
+                        client.delete_manifest(repo, entry["digest"])
+    deleted = apply_gc(client, plan.artifacts)
+    for member in plan.members:
+        deleted += apply_gc(client, member)
     return deleted

@@ -161,13 +161,21 @@ def plan(
         console.print(text, highlight=False, markup=False)
 
 
-def _protected(opened: Connections) -> set[str]:
-    """What runs anywhere, and what each environment would roll back to."""
+def _protected(opened: Connections) -> tuple[set[str], dict[str, set[str]]]:
+    """What runs anywhere and what each environment would roll back to (for a
+    ``services:`` file: release artifacts), and per member repository the image
+    digests its instances run (a member can run off its release until the next deploy)."""
+    pipeline = opened.pipeline
+    repos = {s.name: pipeline.repository_of(s) for s in pipeline.members}
     keep: set[str] = set()
-    for env in opened.pipeline.environments:
+    running: dict[str, set[str]] = {}
+    for env in pipeline.environments:
         state = opened.driver(env).status()
         keep |= {d for d in (state.digest, state.previous_digest) if d}
-    return keep
+        for i in state.instances:
+            if i.member in repos and i.digest:
+                running.setdefault(repos[i.member], set()).add(i.digest)
+    return keep, running
 
 
 def gc(
@@ -176,25 +184,37 @@ def gc(
         bool, typer.Option("--dry-run", help="show what would go; delete nothing")
     ] = False,
 ) -> None:
-    """Delete old releases beyond the newest N; never one an environment runs or needs."""
-    from conveyor.gc import apply_gc, plan_gc
+    """Delete old releases beyond the newest N; never one an environment runs or needs.
+
+    For a ``services:`` file every member repository too: an image stays while a kept
+    release lists it, whatever its age."""
+    from conveyor import gc as housekeeping
     from conveyor.promotion import TagPolicy
 
     config = load_pipeline(pipeline)
     with connections(config) as opened:
         registry = opened.registry()
-        todo = plan_gc(
-            registry,
-            config.registry.repository,
-            keep=config.registry.keep_integration_ready,
-            protected=_protected(opened),
-            policy=TagPolicy.from_config(config.registry),
-        )
+        keep, running = _protected(opened)
+        policy = TagPolicy.from_config(config.registry)
+        count = config.registry.keep_integration_ready
+        if config.services:
+            members = [config.repository_of(s) for s in config.members]
+            todo: housekeeping.GcPlan | housekeeping.ReleaseGcPlan = housekeeping.plan_release_gc(
+                registry, config.registry.repository, members,
+                keep=count, protected=keep, running=running, policy=policy,
+            )  # fmt: skip
+        else:
+            todo = housekeeping.plan_gc(
+                registry, config.registry.repository, keep=count, protected=keep, policy=policy
+            )
         for line in todo.lines():
             console.print(line, highlight=False)
         if dry_run or not todo.delete:
             return
-        deleted = apply_gc(registry, todo)
+        if isinstance(todo, housekeeping.ReleaseGcPlan):
+            deleted = housekeeping.apply_release_gc(registry, todo)
+        else:
+            deleted = housekeeping.apply_gc(registry, todo)
     console.print(f"deleted {len(deleted)} releases")
 
 
