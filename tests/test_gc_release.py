@@ -4,11 +4,15 @@ environment runs or could roll back to keeps every member."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
+from typer.testing import CliRunner
 
+from conveyor.cli.main import app as cli
 from conveyor.clients.registry import RegistryClient, referrers_tag
 from conveyor.errors import NotFound
 from conveyor.evidence import attach_evidence
@@ -23,6 +27,7 @@ from conveyor.release_set import (
     read_release,
     record_release,
 )
+from tests.parts import free_port
 from tests.registry_support import need_registry, push_image, random_layer
 
 pytestmark = pytest.mark.registry
@@ -33,9 +38,15 @@ REPOS = [f"conveyor/shop/{s}" for s in SERVICES]
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[RegistryClient]:
+def server(tmp_path: Path) -> Iterator[RegistryServer]:
     need_registry()
-    with RegistryServer(tmp_path / "registry") as server, RegistryClient(server.url) as c:
+    with RegistryServer(tmp_path / "registry") as s:
+        yield s
+
+
+@pytest.fixture
+def client(server: RegistryServer) -> Iterator[RegistryClient]:
+    with RegistryClient(server.url) as c:
         yield c
 
 
@@ -61,17 +72,17 @@ def _release(client: RegistryClient, n: int, carried: dict[str, Release]) -> Rec
 
 
 def _history(client: RegistryClient) -> list[RecordedRelease]:
-    """1: all new; 2: worker carried; 3: worker and api carried; 4: all new."""
+    """1: all new; 2: worker carried; 3: worker and api carried."""
     r1 = _release(client, 1, {})
     r2 = _release(client, 2, {"worker": r1.release.member("worker")})
-    r3 = _release(client, 3, {n: r2.release.member(n) for n in ("worker", "api")})
-    return [r1, r2, r3, _release(client, 4, {})]
+    return [r1, r2, _release(client, 3, {n: r2.release.member(n) for n in ("worker", "api")})]
 
 
 def test_gc_keeps_every_member_a_kept_release_lists_and_deletes_the_rest(
     client: RegistryClient,
 ) -> None:
-    r1, r2, r3, r4 = _history(client)
+    r1, r2, r3 = _history(client)
+    r4 = _release(client, 4, {})
     promote_set(client, r3, TAG, policy=POLICY)
     attach_evidence(client, "conveyor/shop", r2.digest, "scan", {"passed": True})
     # Production runs release 3 and could roll back to release 1; one newest kept.
@@ -108,10 +119,10 @@ def test_gc_keeps_every_member_a_kept_release_lists_and_deletes_the_rest(
 def test_gc_keeps_what_an_instance_runs_and_refuses_an_unreadable_protected_release(
     client: RegistryClient,
 ) -> None:
-    _, r2, _, r4 = _history(client)
+    _, r2, r3 = _history(client)
     astray = r2.release.member("front").digest
     plan = plan_release_gc(
-        client, "conveyor/shop", REPOS, keep=1, protected={r4.digest},
+        client, "conveyor/shop", REPOS, keep=1, protected={r3.digest},
         running={"conveyor/shop/front": {astray}}, policy=POLICY,
     )  # fmt: skip
     front = plan.members[2]
@@ -120,3 +131,54 @@ def test_gc_keeps_what_an_instance_runs_and_refuses_an_unreadable_protected_rele
     gone = "sha256:" + "0" * 64
     with pytest.raises(NotFound):
         plan_release_gc(client, "conveyor/shop", REPOS, keep=1, protected={gone}, policy=POLICY)
+
+
+def _pipeline_file(tmp_path: Path, url: str) -> Path:
+    for name in SERVICES:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "Dockerfile").write_text("FROM scratch\n")
+    doc = {
+        "name": "shop",
+        "services": [
+            {"name": n, "context": n, "environments": {"gc": {"port": free_port()}}}
+            for n in SERVICES
+        ],
+        "registry": {"url": url, "repository": "conveyor/shop", "keep_integration_ready": 1},
+        "environments": [
+            {"name": "gc", "tag": TAG, "driver": {"kind": "docker", "port": free_port()}}
+        ],
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(json.dumps(doc))  # JSON is YAML
+    return path
+
+
+def test_the_cli_collects_every_member_repository(
+    docker_client: docker.DockerClient,
+    server: RegistryServer,
+    client: RegistryClient,
+    tmp_path: Path,
+) -> None:
+    """Nothing deployed (the docker driver finds no release), the newest release kept,
+    and newer images of two members that never made a release: each member repository's
+    newest image stays, and so does what release 3 carries from releases 1 and 2."""
+    r1, r2, r3 = _history(client)
+    for repo in REPOS[:2]:
+        push_image(client, repo, "4", [random_layer(256)], "2024-01-04T00:00:00Z")
+    args = ["gc", "-p", str(_pipeline_file(tmp_path, server.url))]
+    dry = CliRunner().invoke(cli, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert client.get_manifest("conveyor/shop", r1.digest).digest == r1.digest
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 0, done.output
+    assert "deleted 5 releases" in done.output
+    for kept in r3.release.members:
+        assert client.get_manifest(kept.repository, kept.digest).digest == kept.digest
+    assert client.get_manifest("conveyor/shop", r3.digest).digest == r3.digest
+    gone = [("conveyor/shop", r.digest) for r in (r1, r2)] + [
+        (m.repository, m.digest)
+        for m in (r1.release.member("api"), r1.release.member("front"), r2.release.member("front"))
+    ]
+    for repo, digest in gone:
+        with pytest.raises(NotFound):
+            client.get_manifest(repo, digest)
