@@ -186,13 +186,14 @@ def test_a_request_nobody_answers_ends_failed_and_the_records_say_timeout(
     record = newest_record(stack, run, contended.app)
     assert "| production | timeout | (nobody) |" in record, record
     assert reason in record
+    # The approval evidence attached to the digest: a Statement conveyor, no person, decided.
     (approval,) = [
-        e
+        e.payload["predicate"]
         for e in evidence_of(stack, contended.app, older, "approval")
-        if e.payload.get("decision") == "timeout"
+        if (e.payload.get("predicate") or {}).get("decision") == "timeout"
     ]
-    assert approval.payload["environment"] == "production"
-    assert reason in approval.payload["comment"]
+    assert approval["decided_by"] == "conveyor" and approval["answers"] == [], approval
+    assert approval["environment"] == "production" and approval["run_id"] == run, approval
     # Production kept the newer release.
     sim_app = contended.sim.admin.get(f"/v2/apps/{contended.app.name}").json()["app"]
     assert sim_app["container"]["docker"]["image"].endswith(contended.digests[1])
