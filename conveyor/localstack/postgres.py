@@ -123,6 +123,12 @@ class PostgresServer:
                     "put the stack's folder (--home) where other users may pass"
                 )
 
+    def _accepting(self, bindir: Path) -> bool:
+        """Listening is not ready: until its startup ends PostgreSQL refuses every
+        connection ("the database system is starting up"), createdb's too."""
+        argv = [str(bindir / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port)]
+        return subprocess.run(argv, capture_output=True, timeout=10).returncode == 0
+
     def start(self, timeout: float = 60.0) -> str:
         if self.ours() is not None:
             return "already running"
@@ -146,7 +152,11 @@ class PostgresServer:
         env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C.UTF-8"}
         pid = process.spawn(argv, self.log_path, env, user=user)
         process.wait_until(
-            lambda: process.alive(pid) and process.listening(self.host, self.port),
+            lambda: (
+                process.alive(pid)
+                and process.listening(self.host, self.port)
+                and self._accepting(bindir)
+            ),
             timeout,
             f"PostgreSQL on {self.host}:{self.port}",
             self.log_path,
