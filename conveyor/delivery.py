@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from conveyor.approvals.freeze import active_freeze
@@ -140,13 +141,26 @@ def describe_request(env: EnvironmentConfig, release: Release, evidence: list[st
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Entry:
+    """How a release asks into an environment, beyond the usual way: auto-approved
+    (where the pipeline file allows it), as a rollback to an older release, or
+    break-glass into a freeze; each reason is recorded with the approval."""
+
+    auto: bool = False
+    rollback_reason: str = ""
+    break_glass: str = ""
+
+
+USUAL = Entry()
+
+
 def _approval(
     steps: EnvironmentSteps,
     env: EnvironmentConfig,
     release: Release,
     record: ReleaseRecord,
-    auto: bool,
-    rollback_reason: str,
+    entry: Entry,
     glass: BreakGlass | None,
 ) -> None:
     steps.supersede_older(env, release)
@@ -158,7 +172,7 @@ def _approval(
         record.approvals.append(earlier)
         return
     try:
-        approval = steps.approve(env, release, approval_evidence(record), auto, glass)
+        approval = steps.approve(env, release, approval_evidence(record), entry.auto, glass)
     except ApprovalRejected as exc:
         timed_out = isinstance(exc, ApprovalTimedOut)
         rejected = ApprovalRecord(
@@ -175,10 +189,9 @@ def _approval(
         payload = exc.statement or rejected.model_dump(mode="json", exclude={"statement"})
         steps.attach_evidence(release, "approval", env.name, payload)
         raise
-    if rollback_reason:
-        approval = approval.model_copy(
-            update={"comment": f"{approval.comment} (rollback: {rollback_reason})".strip()}
-        )
+    if entry.rollback_reason:
+        comment = f"{approval.comment} (rollback: {entry.rollback_reason})".strip()
+        approval = approval.model_copy(update={"comment": comment})
     record.approvals.append(approval)
     payload = approval.statement or approval.model_dump(mode="json", exclude={"statement"})
     steps.attach_evidence(release, "approval", env.name, payload)
@@ -213,9 +226,7 @@ def enter_environment(
     release: Release,
     record: ReleaseRecord,
     timeline: Timeline,
-    auto: bool = False,
-    rollback_reason: str = "",
-    break_glass: str = "",
+    entry: Entry = USUAL,
 ) -> None:
     """Proof, order and approval outside the deploy window (a wait for a person holds
     no lock); inside it the state is read again, since another run may have deployed.
@@ -224,15 +235,15 @@ def enter_environment(
     index = pipeline.environments.index(env)
     before = steps.current_state(env)
     already = before.runs(release)
-    glass = _break_glass(env, already, break_glass, record)
+    glass = _break_glass(env, already, entry.break_glass, record)
     if index > 0:
         with timeline.stage(f"evidence {env.name}"):
             steps.require_proof(release, pipeline.environments[index - 1])
     if not already:
-        steps.refuse_older(env, release, before, rollback_reason)
+        steps.refuse_older(env, release, before, entry.rollback_reason)
         if env.approval is not None:
             with timeline.stage(f"approval {env.name}"):
-                _approval(steps, env, release, record, auto, rollback_reason, glass)
+                _approval(steps, env, release, record, entry, glass)
         if env.approval is not None and env.approval.identity == "signed":
             # What anyone can check later is checked before the first change: approval
             # evidence in the registry that does not verify stops the release, whoever
@@ -243,7 +254,7 @@ def enter_environment(
         before = steps.current_state(env)
         already = before.runs(release)
         if not already:
-            steps.refuse_older(env, release, before, rollback_reason)
+            steps.refuse_older(env, release, before, entry.rollback_reason)
             with timeline.stage(f"pre-flight {env.name}"):
                 steps.preflight(env, release)
         # The tag names what the environment runs or is rolling to: it moves once the

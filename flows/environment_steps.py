@@ -16,6 +16,7 @@ from conveyor.approvals.starter import judge_start
 from conveyor.approvals.statement import BreakGlass, StartedBy
 from conveyor.approvals.waiting import WaitingRequest
 from conveyor.config import EnvironmentConfig, Pipeline
+from conveyor.delivery import USUAL, Entry
 from conveyor.delivery import enter_environment as deliver
 from conveyor.drivers.base import DeployedState, DeployOutcome
 from conveyor.errors import ApprovalRejected
@@ -186,9 +187,7 @@ def enter_environment(
     release: Release,
     record: ReleaseRecord,
     timeline: Timeline,
-    auto: bool = False,
-    rollback_reason: str = "",
-    break_glass: str = "",
+    entry: Entry = USUAL,
 ) -> None:
     steps = TaskSteps(pipeline, record, timeline)
-    deliver(steps, pipeline, env, release, record, timeline, auto, rollback_reason, break_glass)
+    deliver(steps, pipeline, env, release, record, timeline, entry)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import flow
 
 from conveyor.config import Pipeline
-from conveyor.delivery import check_auto_approve
+from conveyor.delivery import Entry, check_auto_approve
 from conveyor.errors import ConfigError
 from conveyor.release import ReleaseRecord
 from conveyor.timeline import Timeline
@@ -74,16 +74,17 @@ def promote(
     """
     config, index = _checked(pipeline, environment, auto_approve, older, reason, break_glass)
     timeline = Timeline()
-    rollback_reason = reason.strip() if older else ""
-    glass_reason = reason.strip() if break_glass else ""
+    entry = Entry(
+        auto=auto_approve,
+        rollback_reason=reason.strip() if older else "",
+        break_glass=reason.strip() if break_glass else "",
+    )
     with run_connections(config):
         release = find_release(config, digest)
         record = ReleaseRecord(release=release)
         try:
             env = config.environments[index]
-            enter_environment(
-                config, env, release, record, timeline, auto_approve, rollback_reason, glass_reason
-            )
+            enter_environment(config, env, release, record, timeline, entry)
             where = continue_from(
                 config, pipeline, index + 1, release, record, timeline, auto_approve
             )

@@ -10,7 +10,7 @@ import pytest
 
 from conveyor.approvals.policy import required_approvers
 from conveyor.config import Pipeline
-from conveyor.delivery import enter_environment
+from conveyor.delivery import Entry, enter_environment
 from conveyor.errors import ApprovalEvidenceInvalid, FreezeActive
 from conveyor.release import ReleaseRecord
 from conveyor.timeline import Timeline
@@ -97,7 +97,7 @@ def test_break_glass_goes_into_a_freeze_with_one_approver_more_and_is_marked(
         release,
         record,
         Timeline(),
-        break_glass="payment outage",
+        Entry(break_glass="payment outage"),
     )
     assert steps.glass is not None and steps.glass.reason == "payment outage"
     assert steps.glass.window is not None and steps.glass.window.startswith("year end")
@@ -118,7 +118,9 @@ def test_break_glass_outside_a_freeze_is_marked_and_asks_no_extra_approver(
     release = _release(NEW, "1.1")
     record = ReleaseRecord(release=release)
     production = p.environment("production")
-    enter_environment(steps, p, production, release, record, Timeline(), break_glass="hotfix")
+    enter_environment(
+        steps, p, production, release, record, Timeline(), Entry(break_glass="hotfix")
+    )
     assert steps.glass is not None and steps.glass.window is None
     assert production.approval is not None
     assert required_approvers(production.approval, steps.glass) == 2
@@ -150,6 +152,6 @@ def test_a_break_glass_does_not_reuse_an_earlier_approval_inside_a_freeze(
         release,
         ReleaseRecord(release=release),
         Timeline(),
-        break_glass="payment outage",
+        Entry(break_glass="payment outage"),
     )
     assert "approve production" in steps.calls
