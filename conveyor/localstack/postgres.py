@@ -162,10 +162,24 @@ class PostgresServer:
             self.log_path,
         )
         if fresh:
-            create = [str(bindir / "createdb"), "-h", self.host, "-p", str(self.port)]
-            create += ["-U", DB_USER, DATABASE]
-            self._run(create, None, {**env, "PGPASSWORD": self.password().get_secret_value()})
+            self._createdb(bindir, env)
         return f"started (pid {pid})"
+
+    def _createdb(self, bindir: Path, env: dict[str, str]) -> None:
+        """The database Prefect uses. The password goes through a pgpass file readable by
+        its owner only, never through the environment (PGPASSWORD), where a process
+        listing or a printed traceback shows it."""
+        passfile = self.root / "pgpass"
+        line = f"{self.host}:{self.port}:*:{DB_USER}:{self.password().get_secret_value()}\n"
+        fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(line)
+        create = [str(bindir / "createdb"), "-h", self.host, "-p", str(self.port)]
+        create += ["-U", DB_USER, "--no-password", DATABASE]
+        try:
+            self._run(create, None, {**env, "PGPASSFILE": str(passfile)})
+        finally:
+            passfile.unlink(missing_ok=True)
 
     def stop(self, timeout: float = 30.0) -> str:
         pid = self.ours()
