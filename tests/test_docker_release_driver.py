@@ -40,19 +40,20 @@ USER = "conveyor"
 ORDER = ("worker", "api", "front")  # dependencies first
 DEPENDS = {"worker": [], "api": ["worker"], "front": ["api"]}
 
-# The shop's API, except that it serves no /health on the port in /sickport: healthy as
-# a candidate, sick after the cut-over.
+# Every member is built from the shop's one Dockerfile, as deployments/shop.yaml names it.
+DOCKERFILE = Path("../Dockerfile")
+# The shop's API (its image at version 2, so nothing of the sample's Dockerfile is written
+# again here), except that it serves no /health on the port in /sickport and has no
+# HEALTHCHECK: healthy as a candidate, sick after the cut-over.
 SICK_API = """\
-FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-COPY http-get /bin/http-get
-COPY www /www
+FROM {api}
+USER 0:0
 ARG VERSION=dev
 ARG SICK_PORT=0
-RUN echo "${VERSION}" > /www/version && cp -r /www /sick && rm /sick/health \
- && echo "${SICK_PORT}" > /sickport
+RUN echo "${{VERSION}}" > /www/version && cp -r /www /sick && rm /sick/health \
+ && echo "${{SICK_PORT}}" > /sickport
 USER 65534:65534
+HEALTHCHECK NONE
 CMD ["/bin/sh", "-c", "r=/www; [ \\"$PORT\\" = \\"$(cat /sickport)\\" ] && r=/sick; \
 exec httpd -f -p \\"127.0.0.1:$PORT\\" -h $r"]
 """
@@ -67,11 +68,20 @@ class Pushed:
     ports: dict[str, int]
 
 
+def _repo(pushed: Pushed, service: str) -> str:
+    return f"{pushed.registry.address}/{pushed.name}/{service}"
+
+
 def _push(
-    client: docker.DockerClient, pushed: Pushed, service: str, version: str, context: Path
+    client: docker.DockerClient,
+    pushed: Pushed,
+    service: str,
+    version: str,
+    context: Path,
+    dockerfile_path: Path = DOCKERFILE,
 ) -> None:
-    repo = f"{pushed.registry.address}/{pushed.name}/{service}"
-    tar, dockerfile = context_tar(context, Path("Dockerfile"))
+    repo = _repo(pushed, service)
+    tar, dockerfile = context_tar(context, dockerfile_path)
     with tar:
         client.images.build(
             fileobj=tar,
@@ -115,14 +125,13 @@ def pushed(
     result = Pushed(
         reg, {"username": USER, "password": password}, "s" + secrets.token_hex(4), {}, ports
     )
-    sick = tmp_path_factory.mktemp("sick-api") / "api"
-    shutil.copytree(SHOP / "api", sick)  # links followed
-    (sick / "Dockerfile").write_text(SICK_API)
+    sick = tmp_path_factory.mktemp("sick-api")
+    (sick / "Dockerfile").write_text(SICK_API.format(api=f"{_repo(result, 'api')}:2"))
     try:
         for service, version in (("worker", "1"), ("api", "1"), ("front", "1"), ("api", "2")):
             _push(docker_client, result, service, version, SHOP / service)
         _push(docker_client, result, "worker", "3", SHOP / "worker")
-        _push(docker_client, result, "api", "sick", sick)
+        _push(docker_client, result, "api", "sick", sick, Path("Dockerfile"))
         yield result
     finally:
         for c in docker_client.containers.list(all=True, filters={"label": "conveyor.managed=1"}):
@@ -275,11 +284,13 @@ def test_every_member_needs_a_port_of_its_own(
 def _pipeline_file(tmp_path: Path, pushed: Pushed, ports: dict[str, int]) -> Path:
     for s in ORDER:
         shutil.copytree(SHOP / s, tmp_path / s)  # links followed
+    shutil.copy(SHOP / "Dockerfile", tmp_path / "Dockerfile")
     (tmp_path / "password").write_text(pushed.auth["password"])
     services = [
         {
             "name": s,
             "context": s,
+            "dockerfile": str(DOCKERFILE),
             "depends_on": DEPENDS[s],
             "environments": {"planned": {"port": ports[s]}},
         }

@@ -25,6 +25,8 @@ pytestmark = [pytest.mark.docker]
 
 SHOP = Path(__file__).resolve().parent.parent / "examples" / "shop"
 SERVICES = ("worker", "api", "front")
+# The members' one Dockerfile, named from each context as deployments/shop.yaml names it.
+DOCKERFILE = Path("../Dockerfile")
 # Who calls whom, as deployments/shop.yaml names it.
 CALLS = {"api": "worker", "front": "api"}
 VERSION = "1.0-test"
@@ -39,7 +41,7 @@ def images(docker_client: docker.DockerClient) -> Iterator[dict[str, str]]:
     built: dict[str, str] = {}
     try:
         for service in SERVICES:
-            tar, dockerfile = context_tar(SHOP / service, Path("Dockerfile"))
+            tar, dockerfile = context_tar(SHOP / service, DOCKERFILE)
             with tar:
                 image, _ = docker_client.images.build(
                     fileobj=tar,
