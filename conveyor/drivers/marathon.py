@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import httpx
 
 from conveyor.clients.dcos import DcosClient
-from conveyor.clients.marathon import EventWatch, MarathonClient, tls_verify
+from conveyor.clients.marathon import EventWatch
 from conveyor.clients.marathon_model import (
     LABEL_VERSION,
     App,
@@ -36,6 +36,7 @@ from conveyor.drivers.marathon_app import (
     overlay,
     render,
 )
+from conveyor.drivers.marathon_endpoints import MarathonEndpoints
 from conveyor.errors import ConveyorError, DeploymentFailed, Locked, NotFound
 from conveyor.preflight import Demand, PreflightReport
 from conveyor.preflight.dcos import dcos_preflight
@@ -69,18 +70,9 @@ class MarathonDriver:
         self._sleep = sleep
         # An app version's definition never changes: its digest is looked up once.
         self._version_digests: dict[str, str | None] = {}
-        self._verify = tls_verify(config.verify_tls, config.ca_bundle)
-        self._transport = transport
         self.auth = auth
-        base = config.url.rstrip("/") + ("/service/marathon" if config.dcos else "")
-        self.client = MarathonClient(
-            base,
-            auth=self.auth,
-            transport=transport,
-            verify=self._verify,
-            timeout_s=config.request_timeout_s,
-            sleep=sleep,
-        )
+        self._endpoints = MarathonEndpoints.of(config, auth, transport)
+        self.client = self._endpoints.marathon(sleep)
         self._cluster: httpx.Client | None = None
 
     def close(self) -> None:
@@ -222,13 +214,7 @@ class MarathonDriver:
     def preflight(self, release: Release) -> PreflightReport:
         """The DC/OS cluster's pre-flight for deploying ``release``; changes nothing."""
         if self._cluster is None:
-            self._cluster = httpx.Client(
-                base_url=self.config.url.rstrip("/"),
-                auth=self.auth,
-                transport=self._transport,
-                verify=self._verify,
-                timeout=httpx.Timeout(self.config.request_timeout_s),
-            )
+            self._cluster = self._endpoints.cluster()
         current = self.client.find_app(self.app_id, TASK_EMBED)
         running = len(current.tasks) if current else 0
         desired = render(self._template, self.app_id, release)

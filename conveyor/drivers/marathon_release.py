@@ -23,11 +23,11 @@ from pathlib import Path
 import httpx
 
 from conveyor.clients.dcos import DcosClient
-from conveyor.clients.marathon import MarathonClient, tls_verify
 from conveyor.clients.marathon_model import App, Group
 from conveyor.config.drivers import MarathonDriverConfig
 from conveyor.drivers.base import DeployedState, DeployOutcome, Progress, no_progress
 from conveyor.drivers.marathon_app import instance_of, load_template, normalise, overlay, render
+from conveyor.drivers.marathon_endpoints import MarathonEndpoints
 from conveyor.drivers.marathon_group import Member, deploy_group, wait_live
 from conveyor.errors import DeploymentFailed
 from conveyor.preflight import Demand, PreflightReport
@@ -87,18 +87,9 @@ class MarathonReleaseDriver:
         self.members = members
         self._templates = {m.name: load_template(m.template) for m in members}
         self._clock, self._sleep = clock, sleep
-        self._transport = transport
-        self._verify = tls_verify(config.verify_tls, config.ca_bundle)
         self.auth = auth
-        base = config.url.rstrip("/") + ("/service/marathon" if config.dcos else "")
-        self.client = MarathonClient(
-            base,
-            auth=auth,
-            transport=transport,
-            verify=self._verify,
-            timeout_s=config.request_timeout_s,
-            sleep=sleep,
-        )
+        self._endpoints = MarathonEndpoints.of(config, auth, transport)
+        self.client = self._endpoints.marathon(sleep)
 
     def close(self) -> None:
         self.client.close()
@@ -239,13 +230,7 @@ class MarathonReleaseDriver:
     def preflight(self, release: Release) -> PreflightReport:
         """The DC/OS cluster's pre-flight for every member; a check common to all once."""
         checks = []
-        with httpx.Client(
-            base_url=self.config.url.rstrip("/"),
-            auth=self.auth,
-            transport=self._transport,
-            verify=self._verify,
-            timeout=httpx.Timeout(self.config.request_timeout_s),
-        ) as http:
+        with self._endpoints.cluster() as http:
             dcos = DcosClient(http)
             group = self.client.find_group(self.group_id)
             running = {a.id: len(a.tasks) for a in group.apps} if group else {}
