@@ -74,6 +74,10 @@ def test_up_starts_a_worker_and_registers_the_deployments(home: Path) -> None:
     with prefect_setup.prefect_client(stack.prefect.api_url) as client:
         names = {d.name for d in client.read_deployments()}
         assert {"ship", "promote", "rollback", "nightly-integration"} <= names
+        # Runs start as the engine itself, not through the worker's workspace supervisor.
+        template = client.read_work_pool(worker.pool).base_job_template
+        command = template["variables"]["properties"]["command"]["default"]
+        assert command.endswith(" -m prefect.engine") and sys.executable in command
         automations = client.read_automations_by_name(prefect_setup.ZOMBIE_AUTOMATION)
         assert len(automations) == 1
         expected = automations[0].trigger.expect  # type: ignore[union-attr]
