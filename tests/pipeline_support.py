@@ -26,6 +26,8 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from conveyor.cli.prefect_setup import ensure_pools, prefect_client
+from conveyor.localstack.deploy import work_pools
 from conveyor.localstack.prefect_server import PrefectServer
 from conveyor.localstack.registry import RegistryServer
 from tests.parts import free_port, missing, require_binary
@@ -501,17 +503,12 @@ POOL = "conveyor"
 
 
 def deploy_all(stack: Stack, log: Path) -> None:
-    """What a team runs once: the work pool, then every deployment in prefect.yaml."""
+    """What a team runs once: the work pools (as ``conveyor up`` creates them, runs
+    starting as the engine itself), then every deployment in prefect.yaml."""
     env = stack.env(CONVEYOR_CHECKOUT=str(REPO))
     prefect = [sys.executable, "-m", "prefect"]
-    subprocess.run(
-        [*prefect, "work-pool", "create", POOL, "--type", "process", "--overwrite"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    with prefect_client(stack.prefect.api_url) as client:
+        ensure_pools(client, work_pools(REPO))
     with log.open("wb") as out:
         subprocess.run(
             [*prefect, "--no-prompt", "deploy", "--all"],

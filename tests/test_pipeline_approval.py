@@ -214,3 +214,19 @@ def test_a_rejection_from_the_terminal_leaves_production_on_the_previous_release
     assert after.id == before.id
     assert served_version(port_of(approved.data, "production")) == v1
     assert app.current("integration").labels["conveyor.version"] == v2
+
+
+def test_each_run_builds_each_client_once(approved: Approved, stack: Stack) -> None:
+    """The composition root builds a client once per flow run, however many tasks use it
+    (issue 8 counted 25 clients for one ship before it): ship, and each execution of the
+    promote run (it runs again after every answer), say what they built."""
+    built = [
+        line.removeprefix("connections of this run: ").removesuffix(" built")
+        for run in (approved.ship_id, approved.run_id)
+        for line in stack.api.logs(run)
+        if line.startswith("connections of this run: ")
+    ]
+    assert len(built) >= 2, built
+    for line in built:
+        counts = {kind: int(n) for kind, n in (part.split(" ") for part in line.split(", "))}
+        assert {"registry", "driver"} <= set(counts) and set(counts.values()) == {1}, line
