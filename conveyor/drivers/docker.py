@@ -34,6 +34,25 @@ STOP_TIMEOUT_S = 10
 STATUS_PROBE_TIMEOUT_S = 2.0
 
 
+def managed_containers(
+    client: docker.DockerClient, app: str, environment: str, role: str
+) -> list[Container]:
+    """The containers conveyor made for ``app`` in ``environment`` in ``role``, newest first.
+
+    Newest first because after a crash mid-deploy (or between writing a release record
+    and removing the older one) the latest is what ran, or was deployed, last.
+    """
+    labels = [
+        "conveyor.managed=1",
+        f"conveyor.app={app}",
+        f"conveyor.environment={environment}",
+        f"conveyor.role={role}",
+    ]
+    with engine_errors(f"{environment}: list {role} containers of {app}"):
+        found = client.containers.list(all=True, filters={"label": labels})
+    return sorted(found, key=lambda c: c.attrs.get("Created", ""), reverse=True)
+
+
 class DockerDriver:
     """One environment of one app on the Docker Engine behind ``client``."""
 
@@ -66,16 +85,7 @@ class DockerDriver:
     # --- reading --------------------------------------------------------------
 
     def _containers(self, role: str) -> list[Container]:
-        labels = [
-            "conveyor.managed=1",
-            f"conveyor.app={self.app}",
-            f"conveyor.environment={self.environment}",
-            f"conveyor.role={role}",
-        ]
-        with engine_errors(f"{self.environment}: list containers"):
-            found = self.client.containers.list(all=True, filters={"label": labels})
-        # Newest first: after a crash mid-deploy, the latest one is what ran last.
-        return sorted(found, key=lambda c: c.attrs.get("Created", ""), reverse=True)
+        return managed_containers(self.client, self.app, self.environment, role)
 
     def _one(self, role: str) -> Container | None:
         found = self._containers(role)

@@ -24,7 +24,7 @@ from conveyor.config.drivers import DockerDriverConfig
 from conveyor.config.environment import HealthConfig
 from conveyor.config.services import ServiceConfig, ServiceEnvironment
 from conveyor.drivers.base import DeployedState, DeployOutcome, Progress, no_progress
-from conveyor.drivers.docker import DockerDriver
+from conveyor.drivers.docker import DockerDriver, managed_containers
 from conveyor.errors import ConfigError, ConveyorError, DeploymentFailed, TransientError
 from conveyor.release import Release
 from conveyor.release_set import member_url_environment
@@ -103,17 +103,7 @@ class DockerReleaseDriver:
     # --- the record -----------------------------------------------------------
 
     def _records(self) -> list[Container]:
-        labels = [
-            "conveyor.managed=1",
-            f"conveyor.app={self.name}",
-            f"conveyor.environment={self.environment}",
-            f"conveyor.role={RECORD}",
-        ]
-        with engine_errors(f"{self.environment}: list release records"):
-            found = self.client.containers.list(all=True, filters={"label": labels})
-        # Newest first: a run that died between writing a record and removing the older
-        # one leaves two, and the newer is what was last deployed.
-        return sorted(found, key=lambda c: c.attrs.get("Created", ""), reverse=True)
+        return managed_containers(self.client, self.name, self.environment, RECORD)
 
     def _record(self) -> _Record | None:
         records = self._records()
