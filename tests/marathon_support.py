@@ -33,17 +33,37 @@ HELLO = ROOT / "examples" / "hello"
 TEMPLATE = ROOT / "deployments" / "marathon" / "hello.json"
 
 
-def hello_context(with_health: bool = True) -> io.BytesIO:
-    """The hello folder as a tar with links dereferenced (``tar -ch``)."""
+def hello_context(with_health: bool = True, dockerfile: str | None = None) -> io.BytesIO:
+    """The hello folder as a tar with links dereferenced (``tar -ch``); without
+    ``www/health`` when not ``with_health``, with ``dockerfile`` in place of its own."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", dereference=True) as tar:
         for path in sorted(HELLO.rglob("*")):
             rel = path.relative_to(HELLO).as_posix()
+            if rel == "Dockerfile" and dockerfile is not None:
+                continue
             if rel == "www/health" and not with_health:
                 continue
             tar.add(path, arcname=rel, recursive=False)
+        if dockerfile is not None:
+            data = dockerfile.encode()
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
     return buf
+
+
+def push(
+    client: docker.DockerClient, repo: str, tag: str, auth: dict[str, str] | None = None
+) -> str:
+    """Push ``repo:tag`` through the Docker Engine; the digest the registry answered."""
+    digest = None
+    for line in client.images.push(repo, tag=tag, auth_config=auth, stream=True, decode=True):
+        assert "error" not in line, line
+        digest = line.get("aux", {}).get("Digest", digest)
+    assert digest is not None
+    return str(digest)
 
 
 def build_and_push(
@@ -52,21 +72,25 @@ def build_and_push(
     app: str,
     version: str,
     with_health: bool = True,
+    *,
+    context: io.BytesIO | None = None,
+    buildargs: dict[str, str] | None = None,
+    auth: dict[str, str] | None = None,
 ) -> Release:
+    """The hello app (or ``context``) built at ``version`` and pushed as conveyor/<app>."""
     repo = f"{reg.address}/conveyor/{app}"
     client.images.build(
-        fileobj=hello_context(with_health),
+        fileobj=context or hello_context(with_health),
         custom_context=True,
         tag=f"{repo}:{version}",
         rm=True,
-        buildargs={"VERSION": version},
+        buildargs={"VERSION": version, **(buildargs or {})},
         network_mode="none",
+        # Other modules build the same sample app: without a label of our own the build
+        # cache would hand us their image ids, and their clean-up would delete ours.
+        labels={"conveyor.test": app},
     )
-    digest = None
-    for line in client.images.push(repo, tag=version, stream=True, decode=True):
-        assert "error" not in line, line
-        digest = line.get("aux", {}).get("Digest", digest)
-    assert digest is not None
+    digest = push(client, repo, version, auth)
     return Release(
         app=app, registry=reg.address, repository=f"conveyor/{app}", digest=digest, version=version
     )

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import io
 import secrets
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import docker
 import httpx
@@ -24,11 +22,11 @@ from conveyor.drivers.docker import DockerDriver
 from conveyor.errors import AuthenticationFailed, DeploymentFailed
 from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
+from tests.marathon_support import build_and_push, hello_context
 from tests.parts import free_port, require_binary
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
 
-HELLO = Path(__file__).resolve().parent.parent / "examples" / "hello"
 USER = "conveyor"
 
 # The hello app, except that it serves no /health on the port baked in as SICK_PORT:
@@ -49,23 +47,7 @@ exec httpd -f -p \\"127.0.0.1:$PORT\\" -h $r"]
 
 
 def _context(dockerfile: str | None = None, with_health: bool = True) -> io.BytesIO:
-    """The hello folder as a tar with links dereferenced (``tar -ch``)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", dereference=True) as tar:
-        for path in sorted(HELLO.rglob("*")):
-            rel = path.relative_to(HELLO).as_posix()
-            if rel == "Dockerfile" and dockerfile is not None:
-                continue
-            if rel == "www/health" and not with_health:
-                continue
-            tar.add(path, arcname=rel, recursive=False)
-        if dockerfile is not None:
-            data = dockerfile.encode()
-            info = tarfile.TarInfo("Dockerfile")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    return buf
+    return hello_context(with_health, dockerfile)
 
 
 @dataclass
@@ -86,25 +68,8 @@ def _build_and_push(
     context: io.BytesIO,
     buildargs: dict[str, str],
 ) -> Release:
-    repo = f"{reg.address}/conveyor/{app}"
-    client.images.build(
-        fileobj=context,
-        custom_context=True,
-        tag=f"{repo}:{version}",
-        rm=True,
-        buildargs={"VERSION": version, **buildargs},
-        network_mode="none",
-        # Other modules build the same sample app: without a label of our own the build
-        # cache would hand us their image ids, and their clean-up would delete ours.
-        labels={"conveyor.test": app},
-    )
-    digest = None
-    for line in client.images.push(repo, tag=version, auth_config=auth, stream=True, decode=True):
-        assert "error" not in line, line
-        digest = line.get("aux", {}).get("Digest", digest)
-    assert digest is not None
-    return Release(
-        app=app, registry=reg.address, repository=f"conveyor/{app}", digest=digest, version=version
+    return build_and_push(
+        client, reg, app, version, context=context, buildargs=buildargs, auth=auth
     )
 
 

@@ -31,6 +31,7 @@ from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
 from conveyor.release_set import ReleaseSet, record_release
 from conveyor.source import find_release
+from tests.marathon_support import push
 from tests.parts import free_port, require_binary
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
@@ -93,13 +94,7 @@ def _push(
             network_mode="none",
             labels={"conveyor.test": pushed.name},
         )
-    digest = None
-    for line in client.images.push(
-        repo, tag=version, auth_config=pushed.auth, stream=True, decode=True
-    ):
-        assert "error" not in line, line
-        digest = line.get("aux", {}).get("Digest", digest)
-    assert digest is not None
+    digest = push(client, repo, version, pushed.auth)
     pushed.images[service, version] = Release(
         app=service,
         registry=pushed.registry.address,
