@@ -10,9 +10,9 @@ import pytest
 
 from conveyor.approvals.policy import required_approvers
 from conveyor.config import Pipeline
-from conveyor.delivery import Entry, enter_environment
+from conveyor.delivery import USUAL, Entry, enter_environment
 from conveyor.errors import ApprovalEvidenceInvalid, FreezeActive
-from conveyor.release import ReleaseRecord
+from conveyor.release import Release, ReleaseRecord
 from conveyor.timeline import Timeline
 from tests.test_delivery import NEW, FakeDriver, FakeRegistry, FakeSteps, _release, pipeline
 
@@ -27,24 +27,33 @@ def steps_for(p: Pipeline, **kw: Any) -> FakeSteps:
     return FakeSteps(p, drivers, FakeRegistry(evidence=evidence), **kw)
 
 
-def test_a_freeze_refuses_before_any_change(tmp_path: Path) -> None:
+def _year_end() -> dict[str, str]:
+    """A freeze window from yesterday to tomorrow (UTC)."""
     today = dt.datetime.now(dt.UTC).date()
-    window = {
+    return {
         "from": str(today - dt.timedelta(days=1)),
         "to": str(today + dt.timedelta(days=1)),
         "reason": "year end",
     }
-    p = pipeline(tmp_path, freeze=[window])
+
+
+def _into_production(
+    steps: FakeSteps,
+    p: Pipeline,
+    release: Release,
+    record: ReleaseRecord | None = None,
+    entry: Entry = USUAL,
+) -> None:
+    record = record or ReleaseRecord(release=release)
+    enter_environment(steps, p, p.environment("production"), release, record, Timeline(), entry)
+
+
+def test_a_freeze_refuses_before_any_change(tmp_path: Path) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    p = pipeline(tmp_path, freeze=[_year_end()])
     steps = steps_for(p)
     with pytest.raises(FreezeActive, match="production is frozen: year end") as raised:
-        enter_environment(
-            steps,
-            p,
-            p.environment("production"),
-            _release(NEW, "1.1"),
-            ReleaseRecord(release=_release(NEW, "1.1")),
-            Timeline(),
-        )
+        _into_production(steps, p, _release(NEW, "1.1"))
     assert f"until {today + dt.timedelta(days=2):%Y-%m-%d} 00:00 UTC" in str(raised.value)
     assert steps.calls == [] and steps.registry.tags == {}
 
@@ -55,32 +64,17 @@ def test_a_signed_environment_checks_the_evidence_before_the_first_change(tmp_pa
     steps = steps_for(p, bad_evidence="bob's signature does not verify")
     release = _release(NEW, "1.1")
     with pytest.raises(ApprovalEvidenceInvalid, match="does not verify"):
-        enter_environment(
-            steps,
-            p,
-            p.environment("production"),
-            release,
-            ReleaseRecord(release=release),
-            Timeline(),
-        )
+        _into_production(steps, p, release)
     assert steps.calls[-1] == "verify approval production"
     assert not [c for c in steps.calls if c.startswith(("tag", "deploy", "preflight"))]
     good = steps_for(p)
-    enter_environment(
-        good, p, p.environment("production"), release, ReleaseRecord(release=release), Timeline()
-    )
+    _into_production(good, p, release)
     assert good.calls.index("verify approval production") < good.calls.index("tag production-ready")
 
 
 def _frozen_pipeline(tmp_path: Path, required: int = 1) -> Pipeline:
-    today = dt.datetime.now(dt.UTC).date()
-    window = {
-        "from": str(today - dt.timedelta(days=1)),
-        "to": str(today + dt.timedelta(days=1)),
-        "reason": "year end",
-    }
     approval = {"approvers": ["alice", "bob"], "timeout": "1h", "required": required}
-    return pipeline(tmp_path, freeze=[window], approval=approval)
+    return pipeline(tmp_path, freeze=[_year_end()], approval=approval)
 
 
 def test_break_glass_goes_into_a_freeze_with_one_approver_more_and_is_marked(
@@ -90,15 +84,7 @@ def test_break_glass_goes_into_a_freeze_with_one_approver_more_and_is_marked(
     steps = steps_for(p)
     release = _release(NEW, "1.1")
     record = ReleaseRecord(release=release)
-    enter_environment(
-        steps,
-        p,
-        p.environment("production"),
-        release,
-        record,
-        Timeline(),
-        Entry(break_glass="payment outage"),
-    )
+    _into_production(steps, p, release, record, Entry(break_glass="payment outage"))
     assert steps.glass is not None and steps.glass.reason == "payment outage"
     assert steps.glass.window is not None and steps.glass.window.startswith("year end")
     production = p.environment("production").approval
@@ -118,9 +104,7 @@ def test_break_glass_outside_a_freeze_is_marked_and_asks_no_extra_approver(
     release = _release(NEW, "1.1")
     record = ReleaseRecord(release=release)
     production = p.environment("production")
-    enter_environment(
-        steps, p, production, release, record, Timeline(), Entry(break_glass="hotfix")
-    )
+    _into_production(steps, p, release, record, Entry(break_glass="hotfix"))
     assert steps.glass is not None and steps.glass.window is None
     assert production.approval is not None
     assert required_approvers(production.approval, steps.glass) == 2
@@ -145,13 +129,5 @@ def test_a_break_glass_does_not_reuse_an_earlier_approval_inside_a_freeze(
             "payload": earlier,
         }
     )
-    enter_environment(
-        steps,
-        p,
-        p.environment("production"),
-        release,
-        ReleaseRecord(release=release),
-        Timeline(),
-        Entry(break_glass="payment outage"),
-    )
+    _into_production(steps, p, release, entry=Entry(break_glass="payment outage"))
     assert "approve production" in steps.calls
