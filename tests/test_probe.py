@@ -19,6 +19,11 @@ class _App(BaseHTTPRequestHandler):
     healthy_after = 0.0
     started = 0.0
 
+    @classmethod
+    def turn_healthy_after(cls, seconds: float) -> None:
+        cls.started = time.monotonic()
+        cls.healthy_after = seconds
+
     def do_GET(self) -> None:
         if self.path == "/health":
             ok = time.monotonic() - self.started >= self.healthy_after
@@ -64,9 +69,7 @@ def client() -> Iterator[httpx.Client]:
 def test_wait_healthy_returns_once_the_app_turns_healthy(
     app: type[_App], app_url: str, client: httpx.Client
 ) -> None:
-    handler = app
-    handler.started = time.monotonic()
-    handler.healthy_after = 0.6
+    app.turn_healthy_after(0.6)
     started = time.monotonic()
     wait_healthy(client, [app_url], "/health", 200, timeout_s=10, interval_s=0.1)
     elapsed = time.monotonic() - started
@@ -76,9 +79,7 @@ def test_wait_healthy_returns_once_the_app_turns_healthy(
 def test_wait_healthy_names_the_url_and_last_status(
     app: type[_App], app_url: str, client: httpx.Client
 ) -> None:
-    handler = app
-    handler.started = time.monotonic()
-    handler.healthy_after = 3600
+    app.turn_healthy_after(3600)
     started = time.monotonic()
     with pytest.raises(HealthCheckFailed) as err:
         wait_healthy(client, [app_url], "/health", 200, timeout_s=1.0, interval_s=0.2)
