@@ -50,6 +50,13 @@ def _tag(name: str) -> str:
     return tag
 
 
+def _hello_repo(registry: str, tag: str) -> str:
+    """team/hello in ``registry``; its ``tag`` is removed with the rest at the end."""
+    repo = f"{registry}/team/hello"
+    _MADE.append(f"{repo}:{tag}")
+    return repo
+
+
 @pytest.fixture(scope="module")
 def hello(engine: DockerEngine) -> tuple[BuiltImage, list[str]]:
     if not BUSYBOX.is_file():
@@ -183,8 +190,7 @@ def test_push_returns_the_registry_manifest_digest(
     registry: tuple[RegistryServer, str],
 ) -> None:
     server, password = registry
-    repo = f"{server.address}/team/hello"
-    _MADE.append(f"{repo}:1.0.0")
+    repo = _hello_repo(server.address, "1.0.0")
     lines: list[str] = []
     digest = engine.push(
         hello[0].id, repo, "1.0.0", auth=("pusher", SecretStr(password)), log=lines.append
@@ -200,8 +206,7 @@ def test_push_with_a_wrong_password_is_authentication_failed(
 ) -> None:
     server, password = registry
     wrong = f"wrong-{secrets.token_hex(6)}"
-    repo = f"{server.address}/team/hello"
-    _MADE.append(f"{repo}:denied")
+    repo = _hello_repo(server.address, "denied")
     lines: list[str] = []
     with pytest.raises(AuthenticationFailed) as info:
         engine.push(
@@ -214,8 +219,7 @@ def test_push_with_a_wrong_password_is_authentication_failed(
 def test_push_to_an_unreachable_registry_is_transient(
     engine: DockerEngine, hello: tuple[BuiltImage, list[str]]
 ) -> None:
-    repo = f"127.0.0.1:{free_port()}/team/hello"
-    _MADE.append(f"{repo}:nowhere")
+    repo = _hello_repo(f"127.0.0.1:{free_port()}", "nowhere")
     with pytest.raises(ConnectFailed, match="registry unreachable"):
         engine.push(hello[0].id, repo, "nowhere")
 
@@ -251,8 +255,7 @@ def test_push_to_a_stalling_registry_times_out_as_transient(
     # The engine waits on the silent registry, so docker-py's read of the push stream
     # times out inside urllib3 (ReadTimeoutError), past requests' own mapping.
     client = connect(timeout=3)
-    repo = f"{stalling_registry}/team/hello"
-    _MADE.append(f"{repo}:stalled")
+    repo = _hello_repo(stalling_registry, "stalled")
     try:
         with pytest.raises(RequestTimeout, match="no answer in time") as info:
             DockerEngine(client).push(hello[0].id, repo, "stalled")
