@@ -6,13 +6,35 @@ import datetime as dt
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from conveyor.approvals.statement import Decision, SignedAnswer, sign_decision, stamp
+from conveyor.approvals.waiting import WaitingRequest
 from tests.parts import require_binary
 
 DIGEST = "sha256:" + "a" * 64
 OTHER_DIGEST = "sha256:" + "b" * 64
 RUN = "11111111-2222-3333-4444-555555555555"
+
+
+def waiting_request(run_id: str = RUN, **changes: Any) -> WaitingRequest:
+    """An ask of shop 1.2.0 into production made now, for an hour, of alice under key -1;
+    ``changes`` give the fields a test is about."""
+    now = dt.datetime.now(dt.UTC)
+    fields: dict[str, Any] = {
+        "run_id": run_id,
+        "app": "shop",
+        "version": "1.2.0",
+        "digest": DIGEST,
+        "repository": "conveyor/shop",
+        "environment": "production",
+        "since": now,
+        "deadline": now + dt.timedelta(hours=1),
+        "approvers": ("alice",),
+        "valid_for_s": 3600,
+        "pause_key": "approval-production-aaaaaaaaaaaa-1",
+    }
+    return WaitingRequest(**(fields | changes))
 
 
 @dataclass(frozen=True)

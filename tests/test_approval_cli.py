@@ -3,7 +3,6 @@ that counted toward N of M, or one the run refused."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 from uuid import UUID
@@ -14,9 +13,10 @@ from prefect import flow, get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Suspended
 
-from conveyor.approvals.waiting import REQUEST_PREFIX, WaitingRequest
+from conveyor.approvals.waiting import REQUEST_PREFIX
 from conveyor.cli import runs
 from conveyor.cli.approvals import _report_outcome
+from tests.approval_support import waiting_request
 from tests.pipeline_support import Stack
 from tests.pipeline_support import stack as stack  # the shared session fixture
 
@@ -31,18 +31,9 @@ def promote() -> None:
 def _asked_again(client: Any, counted: tuple[str, ...]) -> runs.Waiting:
     """A run that was asked under key -1 and now waits under key -2, as the gate leaves it."""
     run = client.create_flow_run(promote)
-    now = dt.datetime.now(dt.UTC)
-    request = WaitingRequest(
-        run_id=str(run.id),
-        app="shop",
-        version="1.2.0",
-        digest="sha256:" + "a" * 64,
-        repository="conveyor/shop",
-        environment="production",
-        since=now,
-        deadline=now + dt.timedelta(hours=1),
+    request = waiting_request(
+        str(run.id),
         approvers=("alice", "bob"),
-        valid_for_s=3600,
         pause_key="approval-production-aaaaaaaaaaaa-2",
         progress="1 of 2: alice approved; waiting for one more",
         counted=counted,
@@ -58,7 +49,7 @@ def _asked_again(client: Any, counted: tuple[str, ...]) -> runs.Waiting:
         version="1.2.0",
         digest=request.digest,
         environment="production",
-        since=now.isoformat(),
+        since=request.since.isoformat(),
         deadline=None,
         approvers=["alice", "bob"],
         pause_key="approval-production-aaaaaaaaaaaa-1",

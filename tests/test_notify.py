@@ -21,6 +21,7 @@ from prefect.states import Cancelled, Suspended
 from conveyor.approvals.messages import RequestFacts, decided, waiting
 from conveyor.config import NotifyConfig
 from tasks.notify import ensure_reminders, notify, reminder_tag
+from tests.approval_support import waiting_request
 from tests.pipeline_support import Stack
 from tests.pipeline_support import stack as stack  # the shared session fixture
 
@@ -62,16 +63,20 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
+def _save_hook(receiver: Receiver, name: str) -> None:
+    """A custom webhook block ``name`` that posts each notice's subject and body to ``receiver``."""
+    CustomWebhookNotificationBlock(
+        name="conveyor",
+        url=f"http://127.0.0.1:{receiver.server_address[1]}/hook",
+        json_data={"subject": "{{subject}}", "body": "{{body}}"},
+        headers=None,
+        cookies=None,
+    ).save(name, overwrite=True)
+
+
 def test_waiting_reminders_and_decision_reach_the_webhook(stack: Stack, receiver: Receiver) -> None:
-    url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
     with temporary_settings({PREFECT_API_URL: stack.prefect.api_url}):
-        CustomWebhookNotificationBlock(
-            name="conveyor",
-            url=url,
-            json_data={"subject": "{{subject}}", "body": "{{body}}"},
-            headers=None,
-            cookies=None,
-        ).save("approvals-hook", overwrite=True)
+        _save_hook(receiver, "approvals-hook")
         config = NotifyConfig(block="approvals-hook")
         # Prefect's shortest proactive window is 10 s.
         every = dt.timedelta(seconds=10)
@@ -122,19 +127,11 @@ def _suspended_run(client: Any) -> Any:
 
 
 def test_the_approvers_of_a_superseded_release_are_told(stack: Stack, receiver: Receiver) -> None:
-    from conveyor.approvals.waiting import WaitingRequest
     from conveyor.config import EnvironmentConfig
     from tasks.ordering import _tell_superseded
 
-    url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
     with temporary_settings({PREFECT_API_URL: stack.prefect.api_url}):
-        CustomWebhookNotificationBlock(
-            name="conveyor",
-            url=url,
-            json_data={"subject": "{{subject}}", "body": "{{body}}"},
-            headers=None,
-            cookies=None,
-        ).save("supersede-hook", overwrite=True)
+        _save_hook(receiver, "supersede-hook")
         env = EnvironmentConfig.model_validate(
             {
                 "name": "production",
@@ -143,20 +140,7 @@ def test_the_approvers_of_a_superseded_release_are_told(stack: Stack, receiver: 
                 "approval": {"approvers": ["alice"], "notify": {"block": "supersede-hook"}},
             }
         )
-        now = dt.datetime.now(dt.UTC)
-        older = WaitingRequest(
-            run_id="11111111-2222-3333-4444-555555555555",
-            app="shop",
-            version="1.2.0",
-            digest="sha256:" + "a" * 64,
-            repository="conveyor/shop",
-            environment="production",
-            since=now,
-            deadline=now + dt.timedelta(hours=1),
-            approvers=("alice",),
-            valid_for_s=3600,
-            pause_key="approval-production-aaaaaaaaaaaa-1",
-        )
+        older = waiting_request()
         _tell_superseded(env, older, "superseded by 1.3.0 (sha256:" + "b" * 64 + ")")
         (notice,) = receiver.wait_for(1, 10)
     assert notice["subject"] == "shop 1.2.0 for production: superseded"
