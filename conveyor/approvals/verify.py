@@ -6,6 +6,7 @@ from the evidence: a statement carries its signer's fingerprint only to be compa
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,13 @@ def _binding(answer: Answer, p: ApprovalPredicate, digest: str) -> str | None:
     return None
 
 
+def _verify_as(person: Identity, message: bytes, signature: str, at: dt.datetime) -> signing.Check:
+    """Did ``person``, by a key of theirs in the pipeline file, sign ``message`` at ``at``?"""
+    return signing.verify(
+        message, signature, identity=person.signers[0].principals[0], signers=person.signers, at=at
+    )
+
+
 def _check_answer(
     answer: Answer, p: ApprovalPredicate, digest: str, people: list[Identity]
 ) -> str | None:
@@ -75,13 +83,7 @@ def _check_answer(
     person = find(people, answer.approver)
     if person is None or not person.signers:
         return f"{answer.approver} is not an approver with a key in the pipeline file"
-    check = signing.verify(
-        answer.statement.message(),
-        answer.signature,
-        identity=person.signers[0].principals[0],
-        signers=person.signers,
-        at=answer.statement.at,
-    )
+    check = _verify_as(person, answer.statement.message(), answer.signature, answer.statement.at)
     if not check.ok:
         return f"{answer.approver}'s signature does not verify: {check.detail}"
     if answer.key and check.fingerprint and answer.key != check.fingerprint:
@@ -99,13 +101,7 @@ def _starter_problem(p: ApprovalPredicate, people: list[Identity]) -> str | None
         return f"the start by {started.name} is recorded as verified but cannot be checked"
     if started.claim.started_by != started.name or started.claim.app != p.app:
         return f"the signed start is for {started.claim.started_by} starting {started.claim.app}"
-    check = signing.verify(
-        started.claim.message(),
-        started.signature,
-        identity=person.signers[0].principals[0],
-        signers=person.signers,
-        at=started.claim.at,
-    )
+    check = _verify_as(person, started.claim.message(), started.signature, started.claim.at)
     return None if check.ok else f"the start by {started.name} does not verify: {check.detail}"
 
 
