@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conveyor.approvals.policy import Identity, Request
 from conveyor.approvals.statement import Decision, SignedAnswer, sign_decision, stamp
 from conveyor.approvals.waiting import WaitingRequest
 from tests.parts import require_binary
@@ -35,6 +36,19 @@ def waiting_request(run_id: str = RUN, **changes: Any) -> WaitingRequest:
         "pause_key": "approval-production-aaaaaaaaaaaa-1",
     }
     return WaitingRequest(**(fields | changes))
+
+
+def signed_request(people: list[Identity], digest: str = DIGEST, **changes: Any) -> Request:
+    """The signed approval of shop ``digest`` into production that run RUN asks of ``people``."""
+    return Request(
+        app="shop",
+        environment="production",
+        digest=digest,
+        run_id=RUN,
+        identity="signed",
+        people=people,
+        **changes,
+    )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from conveyor.approvals.changes import Changes, release_changes, request_lines, source_payload
-from conveyor.approvals.policy import Request, Tally, identities, judge
+from conveyor.approvals.policy import Tally, identities, judge
 from conveyor.approvals.record import approval_payload, record_from_statement
 from conveyor.approvals.statement import BreakGlass
 from conveyor.approvals.verify import check_approvals, require_verified_approval
@@ -26,7 +26,7 @@ from conveyor.errors import ApprovalEvidenceInvalid
 from conveyor.evidence import attach_evidence, read_evidence
 from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
-from tests.approval_support import RUN, Key, git_repo, make_key, signed
+from tests.approval_support import Key, git_repo, make_key, signed, signed_request
 from tests.registry_support import need_registry, push_image, random_layer
 
 pytestmark = pytest.mark.registry
@@ -56,14 +56,20 @@ def cfg(keys: dict[str, Key], required: int = 2) -> ApprovalConfig:
     )
 
 
+def _pushed(client: RegistryClient, version: str) -> Release:
+    """A fresh image of the shop in REPO, as the release ``version``."""
+    digest = push_image(client, REPO, None, [random_layer(256)])
+    return Release(
+        app="shop", registry="127.0.0.1", repository=REPO, digest=digest, version=version
+    )
+
+
 def approved_release(
     client: RegistryClient, keys: dict[str, Key], **extra: Any
 ) -> tuple[Release, str]:
     """A pushed image with scan and integration evidence and a 2-of-2 signed approval."""
-    digest = push_image(client, REPO, None, [random_layer(256)])
-    release = Release(
-        app="shop", registry="127.0.0.1", repository=REPO, digest=digest, version="1.0.0"
-    )
+    release = _pushed(client, "1.0.0")
+    digest = release.digest
     attach_evidence(client, REPO, digest, "scan", {"passed": True, "summary": "0 critical"})
     attach_evidence(
         client,
@@ -73,14 +79,7 @@ def approved_release(
         {"environment": "integration", "passed": 3, "failed": 0},
     )
     config = cfg(keys)
-    request = Request(
-        app="shop",
-        environment="production",
-        digest=digest,
-        run_id=RUN,
-        identity="signed",
-        people=identities(config),
-    )
+    request = signed_request(identities(config), digest)
     glass = extra.get("break_glass")
     tally = Tally(required=2 + (glass.extra_approvers if glass else 0))
     for key in keys.values():
@@ -199,18 +198,9 @@ def _decided_release(
     client: RegistryClient, keys: dict[str, Key], decision: str
 ) -> tuple[str, list[Any]]:
     """A digest whose approval evidence is bob's signed rejection, or a timeout after alice."""
-    digest = push_image(client, REPO, None, [random_layer(256)])
-    release = Release(
-        app="shop", registry="127.0.0.1", repository=REPO, digest=digest, version="1.0.1"
-    )
-    request = Request(
-        app="shop",
-        environment="production",
-        digest=digest,
-        run_id=RUN,
-        identity="signed",
-        people=identities(cfg(keys)),
-    )
+    release = _pushed(client, "1.0.1")
+    digest = release.digest
+    request = signed_request(identities(cfg(keys)), digest)
     tally = Tally(required=2)
     answers = [("alice", "approve")] + ([("bob", "reject")] if decision == "reject" else [])
     for name, verdict in answers:

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conveyor.approvals.changes import self_approvers
-from conveyor.approvals.policy import Request, Tally, identities, judge
+from conveyor.approvals.policy import Tally, identities, judge
 from conveyor.approvals.record import approval_payload
 from conveyor.approvals.starter import judge_start, start_problems, start_token
 from conveyor.approvals.statement import StartedBy
@@ -20,7 +20,7 @@ from conveyor.cli.main import app as cli
 from conveyor.config import Pipeline, parse_pipeline
 from conveyor.evidence import Evidence
 from conveyor.release import Release
-from tests.approval_support import DIGEST, RUN, Key, make_key, signed
+from tests.approval_support import DIGEST, Key, make_key, signed, signed_request
 from tests.parts import two_environments
 
 
@@ -91,16 +91,7 @@ def test_the_starter_may_not_approve_and_the_evidence_says_who_started(
     people = identities(env.approval)
     excluded = self_approvers(people, [], started.name)
     assert excluded == {"carol": "started this run"}
-    request = Request(
-        app="shop",
-        environment="production",
-        digest=DIGEST,
-        run_id=RUN,
-        identity="signed",
-        people=people,
-        excluded=excluded,
-        started_by=started,
-    )
+    request = signed_request(people, excluded=excluded, started_by=started)
     refused = judge(request, decision="", approver="", signature=signed(keys["carol"]).token())
     assert refused.refusal == "carol may not approve this release: started this run"
     tally = Tally(required=2)
