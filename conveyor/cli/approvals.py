@@ -217,6 +217,8 @@ KeyOpt = Annotated[
         help="sign the answer with this SSH key (a private key, or a .pub held by ssh-agent)",
     ),
 ]
+RunArg = Annotated[str, typer.Argument(help="flow run id, id prefix or name")]
+AsOpt = Annotated[str, typer.Option("--as", help="your name, as on the approvers list")]
 SignOpt = Annotated[bool, typer.Option("--sign", help="sign with the key in ssh-agent")]
 PrintOpt = Annotated[
     bool,
@@ -227,8 +229,8 @@ PrintOpt = Annotated[
 
 
 def approve(
-    run: Annotated[str, typer.Argument(help="flow run id, id prefix or name")],
-    as_: Annotated[str, typer.Option("--as", help="your name, as on the approvers list")],
+    run: RunArg,
+    as_: AsOpt,
     comment: Annotated[str, typer.Option(help="why")] = "",
     digest: DigestOpt = None,
     key: KeyOpt = None,
@@ -240,8 +242,8 @@ def approve(
 
 
 def reject(
-    run: Annotated[str, typer.Argument(help="flow run id, id prefix or name")],
-    as_: Annotated[str, typer.Option("--as", help="your name, as on the approvers list")],
+    run: RunArg,
+    as_: AsOpt,
     reason: Annotated[str, typer.Option(help="why it must not go on")],
     digest: DigestOpt = None,
     key: KeyOpt = None,
