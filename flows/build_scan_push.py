@@ -12,9 +12,8 @@ artifact; a blocking finding in any member stops the release before any environm
 
 from __future__ import annotations
 
-import time
-
 from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from conveyor.build_many import parallelism
 from conveyor.config import Pipeline
@@ -60,18 +59,25 @@ def _build_services(
     resolved, revision = release_version(config, version)
     running = running_members(config)
     names = [s.name for s in config.members]
-    bound = parallelism(len(names))
-    with timeline.stage("build, scan and push"):
-        pending: list[PrefectFuture[MemberBuild]] = []
-        started: list[PrefectFuture[MemberBuild]] = []
-        for name in names:
-            while sum(not f.state.is_final() for f in pending) >= bound:
-                time.sleep(0.2)
-            future = build_member.with_options(task_run_name=f"build {name}").submit(
-                config, name, resolved, revision, running.get(name)
+    # A runner of its own bounds the builds: the pool starts the next build the moment
+    # one ends, where polling each future's state cost a server round trip a time.
+    runner: ThreadPoolTaskRunner[MemberBuild] = ThreadPoolTaskRunner(
+        max_workers=parallelism(len(names))
+    )
+    with timeline.stage("build, scan and push"), runner:
+        started: list[PrefectFuture[MemberBuild]] = [
+            runner.submit(
+                build_member.with_options(task_run_name=f"build {name}"),
+                {
+                    "pipeline": config,
+                    "service": name,
+                    "version": resolved,
+                    "revision": revision,
+                    "running": running.get(name),
+                },
             )
-            pending.append(future)
-            started.append(future)
+            for name in names
+        ]
         # Every build runs to its end before the first failure is raised.
         for f in started:
             f.wait()
