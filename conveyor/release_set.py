@@ -20,19 +20,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from conveyor.clients.registry import OCI_INDEX, Manifest, RegistryClient
 from conveyor.errors import ConveyorError, PushFailed
-from conveyor.promotion import TagPolicy, _Copier
+from conveyor.promotion import TagPolicy, _blob_descriptors, _Copier
 from conveyor.release import Release
 
 log = logging.getLogger(__name__)
 
 RELEASE_ARTIFACT_TYPE = "application/vnd.conveyor.release.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
+# Members mounted at once when a release is recorded: round trips, not CPU, so beyond
+# the cores; few enough for a registry's connection limits.
+MOUNTS = 8
 
 
 class ReleaseSet(BaseModel):
@@ -87,17 +92,41 @@ def index_document(release: ReleaseSet, manifests: dict[str, Manifest]) -> bytes
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _mount_members(
+    client: RegistryClient, repository: str, members: tuple[Release, ...]
+) -> list[Manifest]:
+    """Every member's manifest, mounted into the release's repository (an index's
+    children must be there), side by side: each member is a few round trips that wait
+    on no other's. A blob several members share (their base layers) is mounted once,
+    not once per member: the registry answers 500 to concurrent writes of one blob's
+    link, and a HEAD per member of it would be repeated round trips."""
+    with ThreadPoolExecutor(max_workers=min(MOUNTS, len(members) or 1)) as pool:
+        found = list(pool.map(lambda m: client.get_manifest(m.repository, m.digest), members))
+        away = [(m, f) for m, f in zip(members, found, strict=True) if m.repository != repository]
+        blobs: dict[str, tuple[dict[str, Any], str]] = {}
+        for m, f in away:
+            for d in [] if f.is_index else _blob_descriptors(f):
+                blobs.setdefault(d["digest"], (d, m.repository))
+
+        def mount(blob: tuple[dict[str, Any], str]) -> None:
+            _Copier(client, blob[1], client, repository).blobs([blob[0]])
+
+        def put(pair: tuple[Release, Manifest]) -> None:
+            member, manifest = pair
+            if manifest.is_index:
+                _Copier(client, member.repository, client, repository).manifest(manifest)
+            client.put_manifest(repository, member.digest, manifest.data, manifest.media_type)
+
+        list(pool.map(mount, blobs.values()))
+        list(pool.map(put, away))
+    return found
+
+
 def record_release(client: RegistryClient, release: ReleaseSet) -> RecordedRelease:
     """Put the release index (and the members it names) into the release repository,
     tagged with the release version. Idempotent: the same content is the same digest."""
-    manifests: dict[str, Manifest] = {}
-    for m in release.members:
-        manifest = client.get_manifest(m.repository, m.digest)
-        if m.repository != release.repository:
-            copier = _Copier(client, m.repository, client, release.repository)
-            copier.manifest(manifest)
-            client.put_manifest(release.repository, m.digest, manifest.data, manifest.media_type)
-        manifests[m.app] = manifest
+    found = _mount_members(client, release.repository, release.members)
+    manifests = {m.app: manifest for m, manifest in zip(release.members, found, strict=True)}
     data = index_document(release, manifests)
     policy = TagPolicy(frozenset())
     digest = client.put_manifest(
