@@ -60,6 +60,16 @@ def _violations(paths: list[Path], forbidden: tuple[str, ...]) -> list[str]:
     ]
 
 
+def _conveyor_imports_outside(paths: list[Path], allowed: tuple[str, ...]) -> list[str]:
+    """Every import of a conveyor module from ``paths`` that ``allowed`` does not hold."""
+    return [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in paths
+        for line, name in _imports(path)
+        if _within(name, ("conveyor",)) and not _within(name, allowed)
+    ]
+
+
 # The local stack is library too: what of it needs Prefect's client (pools, the
 # zombie automation) the CLI hands in.
 CLI = ("conveyor.cli",)
@@ -79,25 +89,12 @@ def test_the_library_never_imports_the_cli() -> None:
 
 def test_clients_stand_on_config_errors_and_release_only() -> None:
     clients = _sources("conveyor/clients")
-    allowed = ("conveyor.clients", *FOUNDATION)
-    wrong = [
-        f"{path.relative_to(ROOT)}:{line} imports {name}"
-        for path in clients
-        for line, name in _imports(path)
-        if _within(name, ("conveyor",)) and not _within(name, allowed)
-    ]
-    assert wrong == []
+    assert _conveyor_imports_outside(clients, ("conveyor.clients", *FOUNDATION)) == []
 
 
 def test_config_errors_and_release_import_nothing_above_them() -> None:
     foundation = [p for p in _sources("conveyor") if _within(_module(p), FOUNDATION)]
-    wrong = [
-        f"{path.relative_to(ROOT)}:{line} imports {name}"
-        for path in foundation
-        for line, name in _imports(path)
-        if _within(name, ("conveyor",)) and not _within(name, FOUNDATION)
-    ]
-    assert wrong == []
+    assert _conveyor_imports_outside(foundation, FOUNDATION) == []
 
 
 def test_tasks_never_import_flows_or_the_cli() -> None:
