@@ -14,6 +14,7 @@ from conveyor.approvals.statement import (
     Exclusion,
     Refusal,
     approval_statement,
+    parse_stamp,
     stamp,
 )
 from conveyor.release import ApprovalRecord, Release
@@ -69,7 +70,7 @@ def record_from_statement(payload: dict[str, Any], required: int) -> ApprovalRec
         decision="approve",
         approver=", ".join(p.approvers),
         comment="; ".join(a.comment for a in p.answers if a.comment),
-        at=dt.datetime.strptime(p.decided_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC),
+        at=parse_stamp(p.decided_at),
         flow_run_id=p.run_id,
         digest=f"sha256:{subject}" if subject else None,
         statement=payload,

@@ -29,9 +29,17 @@ TOKEN_PREFIX = "conveyor-approval-v1"
 _TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
+STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def stamp(when: dt.datetime) -> str:
     """Second-precision UTC, the one spelling of a time inside a signed decision."""
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return when.astimezone(dt.UTC).strftime(STAMP_FORMAT)
+
+
+def parse_stamp(text: str) -> dt.datetime:
+    """The time a ``stamp`` spells, in UTC."""
+    return dt.datetime.strptime(text, STAMP_FORMAT).replace(tzinfo=dt.UTC)
 
 
 def canonical(obj: Any) -> bytes:
@@ -62,7 +70,7 @@ class Decision(BaseModel):
 
     @property
     def at(self) -> dt.datetime:
-        return dt.datetime.strptime(self.time, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        return parse_stamp(self.time)
 
     def message(self) -> bytes:
         return canonical(self.model_dump())
@@ -178,7 +186,7 @@ class StartClaim(BaseModel):
 
     @property
     def at(self) -> dt.datetime:
-        return dt.datetime.strptime(self.time, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        return parse_stamp(self.time)
 
     def message(self) -> bytes:
         return canonical(self.model_dump())
