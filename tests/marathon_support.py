@@ -23,10 +23,11 @@ from typing import Any
 
 import docker
 import httpx
+from pydantic import SecretStr
 
 from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
-from tests.parts import free_port, missing
+from tests.parts import free_port, missing, require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "hello"
@@ -52,6 +53,20 @@ def hello_context(with_health: bool = True, dockerfile: str | None = None) -> io
             tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
     return buf
+
+
+def start_registry(
+    directory: Path, htpasswd: tuple[str, SecretStr] | None = None
+) -> RegistryServer:
+    """A docker-registry on a free 127.0.0.1 port (behind ``htpasswd`` when given), started,
+    for the tests that build the sample images into it (so busybox-static is needed too)."""
+    require_binary("docker-registry", "apt-get install docker-registry")
+    if htpasswd is not None:
+        require_binary("htpasswd", "apt-get install apache2-utils")
+    require_binary("busybox", "apt-get install busybox-static")
+    reg = RegistryServer(directory, port=free_port(), htpasswd=htpasswd)
+    reg.start(timeout=60)
+    return reg
 
 
 def push(

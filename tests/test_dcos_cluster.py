@@ -19,10 +19,8 @@ from conveyor.config.drivers import MarathonAuth, MarathonDriverConfig
 from conveyor.connections import marathon_auth
 from conveyor.drivers.marathon import MarathonDriver
 from conveyor.errors import AuthenticationFailed, PreflightFailed
-from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
-from tests.marathon_support import Sim, build_and_push, fast_template, run_sim
-from tests.parts import free_port, require_binary
+from tests.marathon_support import Sim, build_and_push, fast_template, run_sim, start_registry
 
 pytestmark = [pytest.mark.docker]
 
@@ -60,8 +58,6 @@ class CountingTransport(httpx.HTTPTransport):
 def cluster(
     docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
-    require_binary("docker-registry", "apt-get install docker-registry")
-    require_binary("busybox", "apt-get install busybox-static")
     tmp = tmp_path_factory.mktemp("dcos")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public = tmp / "deployer.pub"
@@ -70,8 +66,7 @@ def cluster(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    reg = RegistryServer(tmp / "registry", port=free_port())
-    reg.start(timeout=60)
+    reg = start_registry(tmp / "registry")
     try:
         release = build_and_push(docker_client, reg, "d" + secrets.token_hex(4), "1.0")
         args = ("--dcos", "--service-account", f"{UID}={public}", "--agent-cpus", "1")

@@ -22,8 +22,8 @@ from conveyor.drivers.docker import DockerDriver
 from conveyor.errors import AuthenticationFailed, DeploymentFailed
 from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
-from tests.marathon_support import build_and_push, hello_context
-from tests.parts import free_port, require_binary
+from tests.marathon_support import build_and_push, hello_context, start_registry
+from tests.parts import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
 
@@ -77,14 +77,8 @@ def _build_and_push(
 def shipped(
     docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Shipped]:
-    require_binary("docker-registry", "apt-get install docker-registry")
-    require_binary("htpasswd", "apt-get install apache2-utils")
-    require_binary("busybox", "apt-get install busybox-static")
     password = secrets.token_urlsafe(16)
-    reg = RegistryServer(
-        tmp_path_factory.mktemp("registry"), port=free_port(), htpasswd=(USER, SecretStr(password))
-    )
-    reg.start(timeout=60)
+    reg = start_registry(tmp_path_factory.mktemp("registry"), (USER, SecretStr(password)))
     auth = {"username": USER, "password": password}
     app = "t" + secrets.token_hex(4)
     port = free_port()

@@ -31,8 +31,8 @@ from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
 from conveyor.release_set import ReleaseSet, record_release
 from conveyor.source import find_release
-from tests.marathon_support import push
-from tests.parts import free_port, require_binary
+from tests.marathon_support import push, start_registry
+from tests.parts import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
 
@@ -108,14 +108,8 @@ def _push(
 def pushed(
     docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pushed]:
-    require_binary("docker-registry", "apt-get install docker-registry")
-    require_binary("htpasswd", "apt-get install apache2-utils")
-    require_binary("busybox", "apt-get install busybox-static")
     password = secrets.token_urlsafe(16)
-    reg = RegistryServer(
-        tmp_path_factory.mktemp("registry"), port=free_port(), htpasswd=(USER, SecretStr(password))
-    )
-    reg.start(timeout=60)
+    reg = start_registry(tmp_path_factory.mktemp("registry"), (USER, SecretStr(password)))
     ports = {s: free_port() for s in ORDER}
     result = Pushed(
         reg, {"username": USER, "password": password}, "s" + secrets.token_hex(4), {}, ports

@@ -16,10 +16,8 @@ import pytest
 from conveyor.config.drivers import MarathonDriverConfig
 from conveyor.drivers.marathon import MarathonDriver
 from conveyor.errors import DeploymentFailed
-from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
-from tests.marathon_support import Sim, build_and_push, fast_template, run_sim
-from tests.parts import free_port, require_binary
+from tests.marathon_support import Sim, build_and_push, fast_template, run_sim, start_registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
 
@@ -35,10 +33,7 @@ class Images:
 def images(
     docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Images]:
-    require_binary("docker-registry", "apt-get install docker-registry")
-    require_binary("busybox", "apt-get install busybox-static")
-    reg = RegistryServer(tmp_path_factory.mktemp("registry"), port=free_port())
-    reg.start(timeout=60)
+    reg = start_registry(tmp_path_factory.mktemp("registry"))
     app = "m" + secrets.token_hex(4)
     try:
         yield Images(
