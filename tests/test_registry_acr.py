@@ -12,11 +12,10 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -29,7 +28,7 @@ from conveyor.clients.acr import AcrManifestLocker, AcrTokenSource
 from conveyor.clients.registry import RegistryClient
 from conveyor.errors import AuthenticationFailed, NotFound
 from conveyor.promotion import TagPolicy, promote
-from tests.registry_support import make_ca
+from tests.registry_support import ServedInThread, make_ca
 
 DIGEST = "sha256:" + "ab" * 32
 MANIFEST = b'{"schemaVersion":2}'
@@ -56,7 +55,7 @@ def _jwt_with_exp() -> str:
     return f"{part({'alg': 'none'})}.{part({'exp': int(time.time()) + 10800})}.sig"
 
 
-class FakeAcr:
+class FakeAcr(ServedInThread):
     def __init__(self, directory: Path) -> None:
         self.ca, cert, key = make_ca(directory)
         self.calls: list[tuple[str, str, dict[str, list[str]]]] = []
@@ -64,11 +63,10 @@ class FakeAcr:
         self.access: dict[str, str] = {}
         self.locked: dict[str, dict[str, Any]] = {}
         self.tags: dict[str, str] = {"app:1.0.0": DIGEST}
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        super().__init__(self._handler())
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(cert, key)
         self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
     def host(self) -> str:
@@ -178,14 +176,6 @@ class FakeAcr:
                 )
 
         return Handler
-
-    def __enter__(self) -> FakeAcr:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

@@ -6,10 +6,9 @@ import base64
 import datetime as dt
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -25,7 +24,13 @@ from pydantic import SecretStr
 from conveyor.clients.registry import RegistryClient, sha256_digest
 from conveyor.errors import AuthenticationFailed, NotFound, TLSVerificationFailed
 from conveyor.localstack.registry import RegistryServer, TokenAuth
-from tests.registry_support import make_ca, need_registry, push_image, random_layer
+from tests.registry_support import (
+    ServedInThread,
+    make_ca,
+    need_registry,
+    push_image,
+    random_layer,
+)
 
 pytestmark = pytest.mark.registry
 PASSWORD = "pa55-" + uuid.uuid4().hex
@@ -104,7 +109,7 @@ def test_tag_listing_against_real_registry(tls_registry: tuple[RegistryServer, P
 # --- token auth ------------------------------------------------------------
 
 
-class TokenServer:
+class TokenServer(ServedInThread):
     """A minimal distribution token endpoint: Basic-authenticated GET, ES256 JWT with x5c."""
 
     def __init__(self, directory: Path, service: str, issuer: str) -> None:
@@ -125,8 +130,7 @@ class TokenServer:
         self.bundle = directory / "token-signer.pem"
         self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         self.scopes: list[str] = []
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     @property
     def realm(self) -> str:
@@ -176,14 +180,6 @@ class TokenServer:
                 self.wfile.write(body)
 
         return Handler
-
-    def __enter__(self) -> TokenServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _scope_set(scope: str) -> set[tuple[str, frozenset[str]]]:
