@@ -55,18 +55,26 @@ def hello_context(with_health: bool = True, dockerfile: str | None = None) -> io
     return buf
 
 
-def start_registry(
-    directory: Path, htpasswd: tuple[str, SecretStr] | None = None
-) -> RegistryServer:
-    """A docker-registry on a free 127.0.0.1 port (behind ``htpasswd`` when given), started,
-    for the tests that build the sample images into it (so busybox-static is needed too)."""
+def start_registry(directory: Path, user: str | None = None) -> RegistryServer:
+    """A docker-registry on a free 127.0.0.1 port (behind htpasswd with a fresh password
+    for ``user`` when given), started, for the tests that build the sample images into it
+    (so busybox-static is needed too)."""
     require_binary("docker-registry", "apt-get install docker-registry")
-    if htpasswd is not None:
+    htpasswd = None
+    if user is not None:
         require_binary("htpasswd", "apt-get install apache2-utils")
+        htpasswd = (user, SecretStr(secrets.token_urlsafe(16)))
     require_binary("busybox", "apt-get install busybox-static")
     reg = RegistryServer(directory, port=free_port(), htpasswd=htpasswd)
     reg.start(timeout=60)
     return reg
+
+
+def push_auth(reg: RegistryServer) -> dict[str, str]:
+    """docker-py's auth_config for the user ``start_registry`` made."""
+    assert reg.htpasswd is not None
+    user, password = reg.htpasswd
+    return {"username": user, "password": password.get_secret_value()}
 
 
 def push(

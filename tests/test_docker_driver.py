@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import docker
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from conveyor.config.drivers import DockerDriverConfig
 from conveyor.config.environment import HealthConfig
@@ -22,7 +21,7 @@ from conveyor.drivers.docker import DockerDriver
 from conveyor.errors import AuthenticationFailed, DeploymentFailed
 from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
-from tests.marathon_support import build_and_push, hello_context, start_registry
+from tests.marathon_support import build_and_push, hello_context, push_auth, start_registry
 from tests.parts import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
@@ -77,9 +76,8 @@ def _build_and_push(
 def shipped(
     docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Shipped]:
-    password = secrets.token_urlsafe(16)
-    reg = start_registry(tmp_path_factory.mktemp("registry"), (USER, SecretStr(password)))
-    auth = {"username": USER, "password": password}
+    reg = start_registry(tmp_path_factory.mktemp("registry"), USER)
+    auth = push_auth(reg)
     app = "t" + secrets.token_hex(4)
     port = free_port()
     releases = {}

@@ -31,7 +31,7 @@ from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
 from conveyor.release_set import ReleaseSet, record_release
 from conveyor.source import find_release
-from tests.marathon_support import push, start_registry
+from tests.marathon_support import push, push_auth, start_registry
 from tests.parts import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
@@ -108,12 +108,9 @@ def _push(
 def pushed(
     docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pushed]:
-    password = secrets.token_urlsafe(16)
-    reg = start_registry(tmp_path_factory.mktemp("registry"), (USER, SecretStr(password)))
+    reg = start_registry(tmp_path_factory.mktemp("registry"), USER)
     ports = {s: free_port() for s in ORDER}
-    result = Pushed(
-        reg, {"username": USER, "password": password}, "s" + secrets.token_hex(4), {}, ports
-    )
+    result = Pushed(reg, push_auth(reg), "s" + secrets.token_hex(4), {}, ports)
     sick = tmp_path_factory.mktemp("sick-api")
     (sick / "Dockerfile").write_text(SICK_API.format(api=f"{_repo(result, 'api')}:2"))
     try:
