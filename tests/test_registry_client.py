@@ -8,6 +8,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,23 @@ def test_wrong_password_is_terminal_and_never_leaks(
     for text in texts:
         assert PASSWORD not in text
         assert base64.b64encode(f"ci:{PASSWORD}".encode()).decode() not in text
+
+
+def test_a_new_client_asked_from_many_threads_at_once_authenticates_each(
+    tls_registry: tuple[RegistryServer, Path],
+) -> None:
+    """Every first request meets the Basic challenge at the same time; the ones that
+    went out before another thread learnt of it are sent again with the password, not
+    taken for refused credentials (a release's members read side by side got 401)."""
+    server, ca = tls_registry
+    with RegistryClient(server.url, "ci", SecretStr(PASSWORD), ca_bundle=ca) as client:
+        digest = push_image(client, "tls/threads", "1", [random_layer(100)])
+    with (
+        RegistryClient(server.url, "ci", SecretStr(PASSWORD), ca_bundle=ca) as fresh,
+        ThreadPoolExecutor(8) as pool,
+    ):
+        found = list(pool.map(lambda _: fresh.get_manifest("tls/threads", digest), range(16)))
+    assert {m.digest for m in found} == {digest}
 
 
 def test_tag_listing_against_real_registry(tls_registry: tuple[RegistryServer, Path]) -> None:

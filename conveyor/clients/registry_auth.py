@@ -119,6 +119,7 @@ class RegistryAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         key = _scope_key(request)
         self._apply(request, key)
+        sent = "Authorization" in request.headers
         response = yield request
         if response.status_code != 401:
             return
@@ -126,7 +127,9 @@ class RegistryAuth(httpx.Auth):
         if challenge is None:
             return
         if challenge.scheme == "basic":
-            if self._basic or self.username is None:
+            # Refused credentials are final; a request that went out before another
+            # thread learnt the registry wants Basic carried none, and is sent again.
+            if sent or self.username is None:
                 return
             self._basic = True
         elif challenge.scheme == "bearer":
