@@ -13,4 +13,7 @@ ruff check .
 ruff format --check .
 # strict = true in pyproject.toml: mypy --strict, with one override for pyVmomi's calls.
 mypy conveyor flows tasks
-exec python -m pytest -q -ra "$@"
+# Two test processes (each with its own Prefect server, registry and worker), whole files
+# to each: most of a test's time is spent waiting on Prefect, the engine and health
+# checks, so two share 2 cores well; -n 0 (or -p no:xdist) runs everything in one.
+exec python -m pytest -q -ra -n 2 --dist loadfile "$@"

@@ -338,7 +338,7 @@ class App:
             container.remove(force=True)
         for tag in self.local_tags():
             with contextlib.suppress(docker.errors.NotFound):
-                self.docker.images.remove(tag, force=True)
+                self.docker.images.remove(tag, force=True, noprune=True)
 
 
 def new_app(stack: Stack, docker_client: docker.DockerClient, root: Path) -> App:

@@ -103,7 +103,7 @@ def shipped(
         for c in docker_client.containers.list(all=True, filters={"label": f"conveyor.app={app}"}):
             c.remove(force=True)
         for image in docker_client.images.list(filters={"label": f"conveyor.test={app}"}):
-            docker_client.images.remove(image.id, force=True)
+            docker_client.images.remove(image.id, force=True, noprune=True)
         reg.stop()
 
 
@@ -257,7 +257,7 @@ def test_wrong_registry_password_is_terminal(
     release = _build_and_push(
         docker_client, shipped.registry, shipped.auth, shipped.app, "auth", _context(), {}
     )
-    docker_client.images.remove(release.image.split("@")[0] + ":auth", force=True)
+    docker_client.images.remove(release.image.split("@")[0] + ":auth", force=True, noprune=True)
     wrong = {"username": USER, "password": "wrong"}
     driver = _driver(docker_client, shipped, http, "badauth", free_port(), auth=wrong)
     with pytest.raises(AuthenticationFailed) as err:

@@ -124,7 +124,7 @@ def pushed(
             if c.labels.get("conveyor.app", "").startswith(result.name):
                 c.remove(force=True)
         for image in docker_client.images.list(filters={"label": f"conveyor.test={result.name}"}):
-            docker_client.images.remove(image.id, force=True)
+            docker_client.images.remove(image.id, force=True, noprune=True)
         reg.stop()
 
 

@@ -35,7 +35,7 @@ def images(
         )
     finally:
         for image in docker_client.images.list(name=f"{reg.address}/conveyor/{app}"):
-            docker_client.images.remove(image.id, force=True)
+            docker_client.images.remove(image.id, force=True, noprune=True)
         reg.stop()
 
 

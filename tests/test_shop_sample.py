@@ -62,7 +62,7 @@ def images(docker_client: docker.DockerClient) -> Iterator[dict[str, str]]:
         ):
             c.remove(force=True)
         for image in docker_client.images.list(filters={"label": f"conveyor.test={LABEL}"}):
-            docker_client.images.remove(image.id, force=True)
+            docker_client.images.remove(image.id, force=True, noprune=True)
 
 
 def _url(port: int) -> str:
