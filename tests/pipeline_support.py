@@ -37,7 +37,9 @@ HELLO = REPO / "examples" / "hello"
 USER = "conveyor"
 PASSWORD_ENV = "CONVEYOR_E2E_REGISTRY_PASSWORD"
 APPROVERS = ["alice", "bob"]
-FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+ENDED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+# What the end-to-end modules need: every real part, a Prefect server among them.
+END_TO_END = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
 T = TypeVar("T")
 
 
@@ -115,7 +117,7 @@ class PrefectApi:
         def probe() -> dict[str, Any] | None:
             state = self.state(run_id)
             key = (state.get("state_details") or {}).get("pause_key")
-            return state if key == pause_key or state["type"] in FINAL else None
+            return state if key == pause_key or state["type"] in ENDED else None
 
         return wait_for(f"run {run_id} to pause as {pause_key}", probe, timeout)
 
@@ -623,3 +625,9 @@ def promote_run(stack: Stack, pipeline: Path, after: int = 0, timeout: float = 2
             timeout,
         )
     )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def worker(stack: Stack) -> Worker:
+    """The session's worker (``serve``) for every test of a module that imports this."""
+    return serve(stack)

@@ -21,6 +21,8 @@ import pytest
 from conveyor.clients.registry import RegistryClient
 from conveyor.config import load_pipeline
 from tests.pipeline_support import (
+    END_TO_END,
+    ENDED,
     App,
     Stack,
     conveyor,
@@ -36,8 +38,7 @@ from tests.pipeline_support import (
 )
 from tests.pipeline_support import stack as stack  # the shared session fixture
 
-pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
-ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
+pytestmark = END_TO_END
 
 
 @dataclass

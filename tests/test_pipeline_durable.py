@@ -22,6 +22,8 @@ import docker
 import pytest
 
 from tests.pipeline_support import (
+    END_TO_END,
+    ENDED,
     REPO,
     App,
     Stack,
@@ -35,8 +37,7 @@ from tests.pipeline_support import (
 )
 from tests.pipeline_support import stack as stack  # the shared session fixture
 
-pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
-ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
+pytestmark = END_TO_END
 
 
 @dataclass

@@ -24,31 +24,26 @@ from conveyor.clients.registry import RegistryClient
 from tests.fault_proxy import Fault, FaultProxy
 from tests.parts import free_port
 from tests.pipeline_support import (
+    END_TO_END,
+    ENDED,
     PASSWORD_ENV,
     USER,
     App,
     Stack,
-    Worker,
     allow_auto_approve,
     drivers,
     new_app,
     pipeline_data,
     promote_run,
-    serve,
     start_ship,
     write_pipeline,
 )
 from tests.pipeline_support import stack as stack  # the shared session fixture
+from tests.pipeline_support import worker as worker  # the session's worker, autouse
 
-pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
-ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
+pytestmark = END_TO_END
 # The production verdict's evidence blob: {"environment": "production", ..., "summary": ...}.
 PRODUCTION_VERDICT = (b'"environment": "production"', b'"summary"')
-
-
-@pytest.fixture(scope="module", autouse=True)
-def worker(stack: Stack) -> Worker:
-    return serve(stack)  # the session's worker
 
 
 def _tag(stack: Stack, repository: str, tag: str) -> str | None:

@@ -10,31 +10,24 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-import pytest
-
 from tests.pipeline_support import (
+    END_TO_END,
+    ENDED,
     App,
     Stack,
-    Worker,
     allow_auto_approve,
     check,
     pipeline_data,
     promote_run,
-    serve,
     start_ship,
     wait_for,
     write_pipeline,
 )
 from tests.pipeline_support import app as app  # the per-test sample app
 from tests.pipeline_support import stack as stack  # the shared session fixture
+from tests.pipeline_support import worker as worker  # the session's worker, autouse
 
-pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
-ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def worker(stack: Stack) -> Worker:
-    return serve(stack)  # the session's worker
+pytestmark = END_TO_END
 
 
 def test_an_approval_timeout_rejects_and_the_run_ends_failed(

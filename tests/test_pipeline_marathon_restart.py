@@ -10,32 +10,26 @@ from typing import Any
 
 import docker
 import httpx
-import pytest
 
 from tests.marathon_support import fast_template, run_sim
 from tests.pipeline_support import (
+    END_TO_END,
+    ENDED,
     USER,
     App,
     FlowProcess,
     Stack,
-    Worker,
     allow_auto_approve,
     check,
     pipeline_data,
     promote_run,
-    serve,
     write_pipeline,
 )
 from tests.pipeline_support import app as app  # the per-test sample app
 from tests.pipeline_support import stack as stack  # the shared session fixture
+from tests.pipeline_support import worker as worker  # the session's worker, autouse
 
-pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
-ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def worker(stack: Stack) -> Worker:
-    return serve(stack)  # the session's worker
+pytestmark = END_TO_END
 
 
 def _tasks(url: str) -> dict[str, str]:

@@ -37,6 +37,7 @@ from conveyor.localstack.prefect_server import PrefectServer
 from tests.durable_support import ENDED, newest_record
 from tests.parts import free_port, missing
 from tests.pipeline_support import (
+    END_TO_END,
     App,
     PrefectApi,
     Stack,
@@ -52,7 +53,7 @@ from tests.pipeline_support import (
 )
 from tests.pipeline_support import stack as stack  # the shared session fixture
 
-pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
+pytestmark = END_TO_END
 
 
 @pytest.fixture(scope="module")

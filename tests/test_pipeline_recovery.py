@@ -19,9 +19,10 @@ import docker
 import pytest
 
 from tests.pipeline_support import (
+    END_TO_END,
+    ENDED,
     App,
     Stack,
-    Worker,
     allow_auto_approve,
     check,
     conveyor,
@@ -31,7 +32,6 @@ from tests.pipeline_support import (
     port_of,
     processes_of_run,
     promote_run,
-    serve,
     served_version,
     start_ship,
     wait_for,
@@ -39,14 +39,9 @@ from tests.pipeline_support import (
 )
 from tests.pipeline_support import app as app  # the per-test sample app
 from tests.pipeline_support import stack as stack  # the shared session fixture
+from tests.pipeline_support import worker as worker  # the session's worker, autouse
 
-pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
-ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def worker(stack: Stack) -> Worker:
-    return serve(stack)  # the session's worker
+pytestmark = END_TO_END
 
 
 def _approve_from_terminal(stack: Stack, pipeline: Path, logs: Path) -> str:

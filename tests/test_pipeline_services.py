@@ -14,32 +14,31 @@ from typing import Any
 
 import docker
 import httpx
-import pytest
 
 from conveyor.clients.registry import RegistryClient
 from conveyor.evidence import read_evidence
 from conveyor.release_set import read_release
 from tests.marathon_support import fast_template, run_sim
 from tests.pipeline_support import (
+    END_TO_END,
+    ENDED,
     HELLO,
     PASSWORD_ENV,
     USER,
     FlowProcess,
     Stack,
-    Worker,
     _git,
     allow_auto_approve,
     check,
     conveyor,
     environment,
     promote_run,
-    serve,
     write_pipeline,
 )
 from tests.pipeline_support import stack as stack  # the shared session fixture
+from tests.pipeline_support import worker as worker  # the session's worker, autouse
 
-pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
-ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
+pytestmark = END_TO_END
 SERVICES = {"worker": [], "api": ["worker"], "front": ["api"]}
 # The integration test command reaches every member through its CONVEYOR_URL_<SERVICE>.
 REACH_ALL = (
@@ -47,11 +46,6 @@ REACH_ALL = (
     "for s in ('FRONT', 'API', 'WORKER'):\n"
     "    urllib.request.urlopen(os.environ['CONVEYOR_URL_' + s] + '/health', timeout=5).read()\n"
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def worker(stack: Stack) -> Worker:
-    return serve(stack)  # the session's worker
 
 
 def _sources(root: Path) -> dict[str, Path]:

@@ -26,6 +26,8 @@ from conveyor.cli.main import app as cli
 from conveyor.cli.sign_answer import signed_token
 from tests.approval_support import Key, make_key
 from tests.pipeline_support import (
+    END_TO_END,
+    ENDED,
     PASSWORD_ENV,
     App,
     Stack,
@@ -40,8 +42,7 @@ from tests.pipeline_support import (
 )
 from tests.pipeline_support import stack as stack  # the shared session fixture
 
-pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
-ENDED = ("FAILED", "CRASHED", "COMPLETED", "CANCELLED")
+pytestmark = END_TO_END
 
 
 @dataclass

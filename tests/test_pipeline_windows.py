@@ -35,6 +35,7 @@ from tests.durable_support import (
 )
 from tests.marathon_support import Sim, fast_template, run_sim
 from tests.pipeline_support import (
+    END_TO_END,
     App,
     Stack,
     allow_auto_approve,
@@ -47,7 +48,7 @@ from tests.pipeline_support import (
 )
 from tests.pipeline_support import stack as stack  # the shared session fixture
 
-pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
+pytestmark = END_TO_END
 HOLDING = "holding the deploy window of production"
 WAITING = "waiting for the deploy window of production"
 RELEASED = "released the deploy window of production"

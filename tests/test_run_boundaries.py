@@ -18,6 +18,7 @@ import pytest
 from conveyor.cli.pipeline_cmds import _handovers
 from conveyor.cli.prefect_setup import prefect_client
 from tests.pipeline_support import (
+    END_TO_END,
     App,
     Stack,
     Worker,
@@ -32,7 +33,7 @@ from tests.pipeline_support import (
 )
 from tests.pipeline_support import stack as stack  # the shared session fixture
 
-pytestmark = [pytest.mark.docker, pytest.mark.registry, pytest.mark.trivy, pytest.mark.prefect]
+pytestmark = END_TO_END
 ENDED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
