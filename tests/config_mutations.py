@@ -285,7 +285,8 @@ MUTATIONS: list[Mutation] = [
     _setting(
         "context-escapes",
         "app.context",
-        "../../../../../../etc",
+        # More levels up than any test folder is deep: past the root, ".." stays there.
+        "../" * 24 + "etc",
         "app.context: /etc is outside the pipeline file's repository",
     ),
     _setting("context-absolute", "app.context", "/usr", "app.context: /usr is outside"),

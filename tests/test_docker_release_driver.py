@@ -15,6 +15,7 @@ from pathlib import Path
 import docker
 import httpx
 import pytest
+from docker.models.images import Image
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
@@ -123,9 +124,16 @@ def pushed(
         for c in docker_client.containers.list(all=True, filters={"label": "conveyor.managed=1"}):
             if c.labels.get("conveyor.app", "").startswith(result.name):
                 c.remove(force=True)
-        for image in docker_client.images.list(filters={"label": f"conveyor.test={result.name}"}):
-            docker_client.images.remove(image.id, force=True, noprune=True)
+        images = docker_client.images.list(filters={"label": f"conveyor.test={result.name}"})
+        # The sick API is built on api:2, and the engine removes no image under a child:
+        # it goes first, with its own untagged layers (no other build shares them).
+        for image in sorted(images, key=lambda i: not _sick(i)):
+            docker_client.images.remove(image.id, force=True, noprune=not _sick(image))
         reg.stop()
+
+
+def _sick(image: Image) -> bool:
+    return any(tag.endswith(":sick") for tag in image.tags)
 
 
 def _release(pushed: Pushed, version: str, **members: str) -> Release:
