@@ -31,6 +31,17 @@ def require_binary(name: str, how: str) -> str:
     return path
 
 
+def require_postgres() -> None:
+    """PostgreSQL's programs, where the local stack looks for them."""
+    from conveyor.errors import LocalStackFailed
+    from conveyor.localstack.postgres import bindir
+
+    try:
+        bindir()
+    except LocalStackFailed:
+        missing("PostgreSQL", "apt-get install postgresql (scripts/setup.sh does)")
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

@@ -35,7 +35,7 @@ import pytest
 from conveyor.localstack.postgres import PostgresServer
 from conveyor.localstack.prefect_server import PrefectServer
 from tests.durable_support import ENDED, newest_record
-from tests.parts import free_port, missing
+from tests.parts import free_port, require_postgres
 from tests.pipeline_support import (
     END_TO_END,
     App,
@@ -59,10 +59,7 @@ pytestmark = END_TO_END
 @pytest.fixture(scope="module")
 def postgres_stack(stack: Stack) -> Iterator[Stack]:
     """A Prefect server of its own on PostgreSQL, beside the session's registry."""
-    if not list(Path("/usr/lib/postgresql").glob("*/bin/postgres")) and not shutil.which(
-        "postgres"
-    ):
-        missing("PostgreSQL", "apt-get install postgresql (scripts/setup.sh does)")
+    require_postgres()
     # Not under pytest's folder (mode 700): as root, PostgreSQL runs as the postgres
     # user, who must be able to enter the folder of its data.
     root = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))

@@ -24,7 +24,7 @@ import pytest
 from conveyor.cli import prefect_setup
 from conveyor.localstack import process
 from conveyor.localstack.stack import LocalStack
-from tests.parts import free_port
+from tests.parts import free_port, require_postgres
 
 pytestmark = [pytest.mark.prefect]
 
@@ -260,11 +260,8 @@ def test_cli_with_the_server_down_says_so_in_one_line(home: Path) -> None:
     assert request["run_id"] in {item["run_id"] for item in json.loads(out)}
 
 
-@pytest.mark.skipif(
-    not Path("/usr/lib/postgresql").is_dir() and os.environ.get("CI") != "true",
-    reason="PostgreSQL is not installed (scripts/setup.sh installs it)",
-)
 def test_postgres_backed_server_runs_a_flow() -> None:
+    require_postgres()
     from prefect import flow
 
     root = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))

@@ -26,7 +26,7 @@ DB_USER = "conveyor"
 DATABASE = "prefect"
 
 
-def _bindir() -> Path:
+def bindir() -> Path:
     """The newest installed PostgreSQL's programs (Debian keeps them off PATH)."""
     versions = sorted(
         Path("/usr/lib/postgresql").glob("*/bin/postgres"),
@@ -134,15 +134,15 @@ class PostgresServer:
             return "already running"
         if process.listening(self.host, self.port):
             raise LocalStackFailed(f"port {self.port} is taken by another process")
-        bindir = _bindir()
+        programs = bindir()
         user = self._user()
         self.root.mkdir(parents=True, exist_ok=True)
         if user is not None:
             self._reachable_by(user)
         fresh = not (self.data / "PG_VERSION").exists()
         if fresh:
-            self._initdb(bindir, user)
-        argv = [str(bindir / "postgres"), "-D", str(self.data), "-p", str(self.port)]
+            self._initdb(programs, user)
+        argv = [str(programs / "postgres"), "-D", str(self.data), "-p", str(self.port)]
         argv += [
             "-c",
             f"listen_addresses={self.host}",
@@ -155,14 +155,14 @@ class PostgresServer:
             lambda: (
                 process.alive(pid)
                 and process.listening(self.host, self.port)
-                and self._accepting(bindir)
+                and self._accepting(programs)
             ),
             timeout,
             f"PostgreSQL on {self.host}:{self.port}",
             self.log_path,
         )
         if fresh:
-            self._createdb(bindir, env)
+            self._createdb(programs, env)
         return f"started (pid {pid})"
 
     def _createdb(self, bindir: Path, env: dict[str, str]) -> None:
