@@ -132,6 +132,19 @@ def _as_release(recorded: RecordedRelease) -> Release:
     )
 
 
+def _as_recorded(release: Release) -> RecordedRelease:
+    """``_as_release`` the other way: the artifact a release of several services is."""
+    as_set = ReleaseSet(
+        name=release.app,
+        registry=release.registry,
+        repository=release.repository,
+        version=release.version,
+        revision=release.revision,
+        members=release.members,
+    )
+    return RecordedRelease(as_set, release.digest)
+
+
 def record(
     connections: Connections, digests: dict[str, str], version: str, revision: str | None
 ) -> Release:
@@ -176,19 +189,9 @@ def promote(connections: Connections, release: Release, env: EnvironmentConfig) 
     """``env``'s tag on every member and the release artifact, all or nothing. The members
     are read back from the artifact itself, so a tag put back after a rollback moves
     with exactly the images that release lists."""
-    found = find_release(connections, release.digest)
-    release_set = ReleaseSet(
-        name=found.app,
-        registry=found.registry,
-        repository=found.repository,
-        version=found.version,
-        revision=found.revision,
-        members=found.members,
-    )
+    found = _as_recorded(find_release(connections, release.digest))
     policy = TagPolicy.from_config(connections.pipeline.registry)
-    return promote_set(
-        connections.registry(), RecordedRelease(release_set, found.digest), env.tag, policy=policy
-    )
+    return promote_set(connections.registry(), found, env.tag, policy=policy)
 
 
 def member_changes(release: Release, running: Release | None) -> list[str]:
