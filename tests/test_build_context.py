@@ -133,6 +133,26 @@ def test_version_from_git_tag_commit_and_dirty_context(tmp_path: Path) -> None:
     assert version_of(repo / "app")[0] == "v1.4.0-dirty"
 
 
+def test_reading_the_version_never_writes_the_work_tree(tmp_path: Path) -> None:
+    """A build of the repository's root puts ``.git`` into its context tar while other
+    builds of the same repository read their versions: a ``git status`` that refreshed
+    the index would write ``.git/index.lock`` under the tar, and a lock file that
+    vanished between listing and reading failed the build."""
+    require_binary("git", "apt-get install git")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "Dockerfile").write_text("FROM scratch\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "one")
+    index = repo / ".git" / "index"
+    # A checkout's own file times differ from the index's: status would refresh them.
+    os.utime(repo / "Dockerfile", (1_000_000_000, 1_000_000_000))
+    before = index.read_bytes()
+    assert not version_of(repo)[0].endswith("-dirty")
+    assert index.read_bytes() == before
+
+
 def test_version_outside_git_is_a_timestamp(tmp_path: Path) -> None:
     when = dt.datetime(2030, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
     assert version_of(tmp_path, now=when) == ("0.0.0-20300506070809", None)

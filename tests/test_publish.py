@@ -56,17 +56,22 @@ def test_eight_concurrent_publications_of_one_commit_end_with_one_digest(
     start = threading.Barrier(8)
     under_tag = None
 
-    def ship(i: int) -> Published:
-        built = engine.build(source, Path("Dockerfile"), tags[i], {"VERSION": "1.0"})
+    def build(i: int) -> str:
+        return engine.build(source, Path("Dockerfile"), tags[i], {"VERSION": "1.0"}).id
+
+    def ship(image: str) -> Published:
         start.wait(60)
-        with engine.save(built.id) as saved, _client(server, password) as client:
+        with engine.save(image) as saved, _client(server, password) as client:
             return publish(
                 client, repository, saved, "1.0", policy=POLICY, lock_dir=tmp_path / "locks"
             )
 
     try:
+        # Built first, so that a failed build raises its own error, not a broken barrier;
+        # then the eight publications start together.
         with ThreadPoolExecutor(8) as pool:
-            results = list(pool.map(ship, range(8)))
+            images = list(pool.map(build, range(8)))
+            results = list(pool.map(ship, images))
         with _client(server, password) as client:
             under_tag = client.resolve(repository, "1.0")
             manifest = client.get_manifest(repository, "1.0")

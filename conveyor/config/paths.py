@@ -24,10 +24,16 @@ _GIT_TIMEOUT_S = 15.0
 
 
 def git(folder: Path, *args: str) -> str | None:
-    """``git -C folder args``'s output, or None where git fails, hangs or is missing."""
+    """``git -C folder args``'s output, or None where git fails, hangs or is missing.
+
+    Read-only: ``--no-optional-locks`` keeps ``git status`` from refreshing the index, so
+    it never writes ``.git/index.lock`` into a work tree that a concurrent build of the
+    same repository is putting into its context tar (a lock file that vanishes between
+    listing and reading broke such a build).
+    """
     try:
         done = subprocess.run(
-            ["git", "-C", str(folder), *args],
+            ["git", "--no-optional-locks", "-C", str(folder), *args],
             capture_output=True,
             text=True,
             timeout=_GIT_TIMEOUT_S,
