@@ -80,6 +80,26 @@ def test_dangling_link_and_loop_are_build_failures(tmp_path: Path) -> None:
         context_tar(ctx, Path("Dockerfile"))
 
 
+def test_a_file_gone_while_the_context_is_read_is_a_build_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\n")
+    (ctx / "index.lock").write_text("")
+    real = tarfile.TarFile.gettarinfo
+
+    def vanishing(tar: tarfile.TarFile, name: str, arcname: str) -> tarfile.TarInfo:
+        # As a concurrent git removes its lock file between the listing and the read.
+        if name.endswith("index.lock"):
+            raise FileNotFoundError(2, "No such file or directory", name)
+        return real(tar, name, arcname=arcname)
+
+    monkeypatch.setattr(tarfile.TarFile, "gettarinfo", vanishing)
+    with pytest.raises(BuildFailed, match=r"cannot read index\.lock"):
+        context_tar(ctx, Path("Dockerfile"))
+
+
 def test_missing_dockerfile_is_a_build_failure(tmp_path: Path) -> None:
     with pytest.raises(BuildFailed, match="Dockerfile not found"):
         context_tar(tmp_path, Path("Dockerfile"))

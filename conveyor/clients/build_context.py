@@ -108,6 +108,14 @@ def _add(tar: tarfile.TarFile, name: str, real: Path, mtime: int | None) -> None
         tar.addfile(info)
 
 
+def _read(tar: tarfile.TarFile, name: str, real: Path, mtime: int | None) -> None:
+    try:
+        _add(tar, name, real, mtime)
+    except OSError as exc:
+        # A file another process removes or locks while the context is read.
+        raise BuildFailed(f"build context: cannot read {name} ({exc.strerror or exc})") from None
+
+
 def dockerfile_in_context(context: Path, dockerfile: Path) -> tuple[Path, str]:
     """The Dockerfile's real path and the name the daemon should read it under."""
     file = dockerfile if dockerfile.is_absolute() else context / dockerfile
@@ -135,9 +143,9 @@ def context_tar(context: Path, dockerfile: Path, mtime: int | None = None) -> tu
     fileobj: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115
     with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel, real in files:
-            _add(tar, rel, real, mtime)
+            _read(tar, rel, real, mtime)
         if name not in {rel for rel, _ in files}:
-            _add(tar, name, real_dockerfile, mtime)
+            _read(tar, name, real_dockerfile, mtime)
     fileobj.seek(0)
     return fileobj, name
 
