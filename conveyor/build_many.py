@@ -6,8 +6,9 @@ at a time, so more builds than cores only interleave the same work and stretch e
 build log; fewer leaves cores idle while the registry round trips of another build wait.
 
 A service is rebuilt only when its build inputs changed: the hash of its context's
-files, its Dockerfile's path and its build args is recorded in the image's labels, and
-a digest the first environment runs whose label matches is carried into the release.
+files, its Dockerfile (path and bytes: it may live outside the context, shared by
+several services) and its build args is recorded in the image's labels, and a digest
+the first environment runs whose label matches is carried into the release.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from conveyor.clients.build_context import dockerfile_in_context
 from conveyor.clients.docker_engine import DockerEngine
 from conveyor.clients.registry import RegistryClient
 from conveyor.config import ServiceConfig
@@ -44,7 +46,11 @@ def build_inputs(service: ServiceConfig) -> str:
     for path in sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.parts):
         h.update(str(path.relative_to(root)).encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
+    # A Dockerfile outside the context (examples/shop's ``../Dockerfile``) is not among
+    # its files, yet a change to it changes the image.
+    dockerfile, _ = dockerfile_in_context(root, service.dockerfile)
     h.update(f"dockerfile={service.dockerfile}\0".encode())
+    h.update(hashlib.sha256(dockerfile.read_bytes()).digest())
     for key, value in sorted(service.build_args.items()):
         h.update(f"arg:{key}={value}\0".encode())
     return "sha256:" + h.hexdigest()

@@ -10,7 +10,14 @@ from pathlib import Path
 import docker
 import pytest
 
-from conveyor.build_many import Outcome, Target, build_all, build_service, parallelism
+from conveyor.build_many import (
+    Outcome,
+    Target,
+    build_all,
+    build_inputs,
+    build_service,
+    parallelism,
+)
 from conveyor.clients.docker_engine import DockerEngine
 from conveyor.clients.registry import RegistryClient
 from conveyor.config import ServiceConfig
@@ -85,3 +92,17 @@ def test_every_build_runs_and_each_failure_is_named(tmp_path: Path) -> None:
     with pytest.raises(BuildFailed, match=r"^worker: step 2 failed in worker; front: step 2"):
         build_all(services, one)
     assert parallelism(20, cpus=2) == 2 and parallelism(1, cpus=8) == 1
+
+
+def test_a_dockerfile_outside_the_context_is_a_build_input(tmp_path: Path) -> None:
+    """examples/shop's members share ``../Dockerfile``, which is none of their context's
+    files: a change to it must rebuild them, not carry their images."""
+    shared = tmp_path / "Dockerfile"
+    shared.write_text("FROM scratch\nCOPY index.html /www/\n")
+    context = tmp_path / "api"
+    context.mkdir()
+    (context / "index.html").write_text("api 1\n")
+    service = ServiceConfig(name="api", context=context, dockerfile=Path("../Dockerfile"))
+    before = build_inputs(service)
+    shared.write_text("FROM scratch\nCOPY index.html /srv/\n")
+    assert build_inputs(service) != before
