@@ -3,8 +3,9 @@
 The order is the promotion model's: proof from the previous stage, a person's
 approval where the environment asks for one, the cluster's pre-flight, the
 environment's tag on the digest and the deploy, then verification with an automatic
-rollback (and the tag back) when a check fails. Each step asks the real systems what they hold first, so a rerun
-after a crash neither deploys nor promotes twice.
+rollback (and the tag back) when a check fails; a deploy that fails and that the driver
+put back takes the tag back too. Each step asks the real systems what they hold first,
+so a rerun after a crash neither deploys nor promotes twice.
 
 The steps themselves are injected (``EnvironmentSteps``): the flows hand in their
 Prefect tasks, a test its fakes, and the order and the verdicts live here once.
@@ -27,6 +28,7 @@ from conveyor.errors import (
     ApprovalTimedOut,
     ConfigError,
     ConveyorError,
+    DeploymentFailed,
     FreezeActive,
     HealthCheckFailed,
     IntegrationTestsFailed,
@@ -262,13 +264,38 @@ def enter_environment(
         with timeline.stage(f"promote {env.tag}"):
             steps.tag_release(release, env)
         with timeline.stage(f"deploy {env.name}"):
-            outcome = steps.deploy(env, release)
+            outcome = _deploy(steps, env, release, before)
         record.deployments.append(Deployment(environment=env.name, changed=outcome.changed))
         # Only a release that ran here before can be restored: a failed first deploy
         # fails the run on its checks, not on "no previous release to roll back to".
         restorable = outcome.changed and before.digest is not None
         with timeline.stage(f"verify {env.name}"):
             _verify_or_roll_back(steps, pipeline, env, release, record, restorable=restorable)
+
+
+def _as_running(release: Release, state: DeployedState) -> Release:
+    """``release`` renamed to what ``state`` runs, for putting the tag back on it (a
+    release of several services is read back from its artifact by the tag step)."""
+    return release.model_copy(
+        update={"digest": state.digest, "version": state.version, "revision": None}
+    )
+
+
+def _deploy(
+    steps: EnvironmentSteps, env: EnvironmentConfig, release: Release, before: DeployedState
+) -> DeployOutcome:
+    """The deploy. One that fails is put back by the driver (a Marathon group to its
+    version before, a container never switched): the tag, moved just before, then
+    returns to the release that runs again, as after a rollback."""
+    try:
+        return steps.deploy(env, release)
+    except DeploymentFailed:
+        with contextlib.suppress(ConveyorError):
+            # The deploy's failure is what the run ends on, not a read or a tag after it.
+            after = steps.current_state(env)
+            if before.digest is not None and after.digest == before.digest and after.version:
+                steps.tag_release(_as_running(release, after), env)
+        raise
 
 
 def _checked(
@@ -317,10 +344,7 @@ def _verify_or_roll_back(
         raise failed_check
     restored = steps.rollback(env)
     if restored.digest is not None and restored.version is not None:
-        back = release.model_copy(
-            update={"digest": restored.digest, "version": restored.version, "revision": None}
-        )
-        steps.tag_release(back, env)
+        steps.tag_release(_as_running(release, restored), env)
     raise RolledBack(
         f"{env.name} failed verification of {release.version} ({failed_check}); "
         f"rolled back to {restored.version or restored.digest}"

@@ -20,6 +20,7 @@ from conveyor.errors import (
     ApprovalRejected,
     ConnectFailed,
     ConveyorError,
+    DeploymentFailed,
     EvidenceMissing,
     HealthCheckFailed,
     IntegrationTestsFailed,
@@ -94,7 +95,8 @@ class FakeSteps:
     answer: str = "approve"
     checks_fail: bool = False
     bad_evidence: str = ""
-    # An exception the step raises: "checks", "evidence" (the tests evidence) or "preflight".
+    # An exception the step raises: "checks", "evidence" (the tests evidence), "preflight"
+    # or "deploy".
     fault: tuple[str, ConveyorError] | None = None
     calls: list[str] = field(default_factory=list)
     glass: BreakGlass | None = None  # what the last approval was asked with
@@ -165,6 +167,8 @@ class FakeSteps:
 
     def deploy(self, env: EnvironmentConfig, release: Release) -> DeployOutcome:
         self.calls.append(f"deploy {env.name}")
+        # A failed deploy leaves what ran before, as the drivers put it back.
+        self._fault("deploy")
         return self.drivers[env.name].deploy(release)
 
     def run_checks(self, env: EnvironmentConfig, release: Release) -> Verification:
@@ -304,6 +308,16 @@ CASES = {
         ),
         raises=PreflightFailed,
         calls=(*ASK, "preflight production"),
+        runs_after="old",
+        approvals=("approve",),
+        tag_after="old",
+    ),
+    "a failed deploy the driver put back takes the tag back to what runs": Case(
+        "production",
+        runs="old",
+        fault=("deploy", DeploymentFailed("member 'api' did not become healthy; group back")),
+        raises=DeploymentFailed,
+        calls=(*INTO_PRODUCTION, "tag production-ready"),
         runs_after="old",
         approvals=("approve",),
         tag_after="old",
