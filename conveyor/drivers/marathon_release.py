@@ -8,6 +8,12 @@ runs is read back from Marathon alone, and a service the release did not change 
 its definition, so Marathon leaves its tasks alone (a label on every member would
 restart them all). Deploy and rollback move the whole group (``marathon_group``):
 every member on the new release healthy, or the group back where it was.
+
+The record app also names the release the group ran before this one went in: that is
+what ``rollback`` restores and what ``status`` reports as ``previous_digest`` (so
+``conveyor gc`` keeps it). Marathon's group versions alone cannot tell it: after a
+failed deploy is put back, the newest version with another release is the one that
+failed. A group recorded without that label falls back to the newest such version.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from conveyor.release import Release
 
 LABEL_RELEASE = "dev.conveyor.release.digest"
 LABEL_RELEASE_VERSION = "dev.conveyor.release.version"
+LABEL_PREVIOUS = "dev.conveyor.release.previous"
 RECORD = "conveyor-release"
 # Group versions looked at when searching the release that ran before: each is one GET.
 MAX_VERSIONS = 25
@@ -54,17 +61,22 @@ def _is_record(app: App) -> bool:
     return app.id.rstrip("/").rsplit("/", 1)[-1] == RECORD
 
 
+def _labels_of(group: Group) -> dict[str, str]:
+    """The labels of the group's record app; empty without one."""
+    return next((dict(app.labels) for app in group.apps if _is_record(app)), {})
+
+
 def _release_of(group: Group) -> tuple[str | None, str | None]:
     """The release artifact the group's record app names; (None, None) without one."""
-    for app in group.apps:
-        if _is_record(app):
-            return app.labels.get(LABEL_RELEASE), app.labels.get(LABEL_RELEASE_VERSION)
-    return None, None
+    labels = _labels_of(group)
+    return labels.get(LABEL_RELEASE), labels.get(LABEL_RELEASE_VERSION)
 
 
-def _record(release: Release) -> Member:
+def _record(release: Release, previous: str | None) -> Member:
     """The app that only carries the release's labels: no instance, nothing to run."""
     labels = {LABEL_RELEASE: release.digest, LABEL_RELEASE_VERSION: release.version}
+    if previous is not None:
+        labels[LABEL_PREVIOUS] = previous
     definition = {"instances": 0, "cpus": 0.01, "mem": 16, "cmd": "true", "labels": labels}
     return Member(RECORD, definition)
 
@@ -90,6 +102,8 @@ class MarathonReleaseDriver:
         self.auth = auth
         self._endpoints = MarathonEndpoints.of(config, auth, transport)
         self.client = self._endpoints.marathon(sleep)
+        # A stored group version never changes: its release is read once.
+        self._version_releases: dict[str, str | None] = {}
 
     def close(self) -> None:
         self.client.close()
@@ -117,8 +131,18 @@ class MarathonReleaseDriver:
             digest=digest,
             version=version,
             instances=tuple(instances),
+            previous_digest=self._previous_digest(group, digest),
             detail={"group_id": self.group_id, "version": group.version},
         )
+
+    def _previous_digest(self, group: Group, current: str | None) -> str | None:
+        """The release ``rollback`` would restore: the one the record names as run before,
+        else (a group recorded without it) the newest stored version's other release."""
+        named = _labels_of(group).get(LABEL_PREVIOUS)
+        if named is not None or current is None:
+            return named
+        found = self._previous(lambda digest: digest != current)
+        return found[1] if found else None
 
     def _desired(self, release: Release) -> list[Member]:
         out = []
@@ -168,10 +192,12 @@ class MarathonReleaseDriver:
             f"{self.environment}: deploying {release.version} ({release.short}) as group "
             f"{self.group_id}: " + ", ".join(f"{m.app}@{m.short}" for m in release.members)
         )
+        # A rerun of a deploy of this release keeps the release named before it.
+        before = state.previous_digest if state.digest == release.digest else state.digest
         result = deploy_group(
             self.client,
             self.group_id,
-            [*self._desired(release), _record(release)],
+            [*self._desired(release), _record(release, before)],
             timeout_s=self.config.deploy_timeout_s,
             rollback_timeout_s=self.config.rollback_timeout_s,
             clock=self._clock,
@@ -184,26 +210,34 @@ class MarathonReleaseDriver:
             f"version {result.version}",
         )
 
-    def _previous(self, current: str | None) -> tuple[str, Group] | None:
-        """The newest stored group version that ran another release."""
-        for version in self.client.group_versions(self.group_id)[:MAX_VERSIONS]:
+    def _release_at(self, version: str) -> str | None:
+        if version not in self._version_releases:
             group = self.client.group_version(self.group_id, version)
-            digest, _ = _release_of(group)
-            if group.apps and digest is not None and digest != current:
-                return version, group
+            self._version_releases[version] = _release_of(group)[0] if group.apps else None
+        return self._version_releases[version]
+
+    def _previous(self, wanted: Callable[[str], bool]) -> tuple[str, str] | None:
+        """The newest stored group version whose release is ``wanted``: (version, release)."""
+        for version in self.client.group_versions(self.group_id)[:MAX_VERSIONS]:
+            digest = self._release_at(version)
+            if digest is not None and wanted(digest):
+                return version, digest
         return None
 
     def rollback(self, progress: Progress = no_progress) -> DeployOutcome:
         current = self.status()
-        found = self._previous(current.digest)
+        target = current.previous_digest
+        found = None if target is None else self._previous(lambda digest: digest == target)
         if found is None:
             raise DeploymentFailed(
-                f"{self.environment}: group {self.group_id} has no earlier version with another "
-                f"release (looked at the newest {MAX_VERSIONS}); nothing to roll back to"
+                f"{self.environment}: group {self.group_id} has no earlier version with "
+                f"{target or 'another release'} (looked at the newest {MAX_VERSIONS}); nothing "
+                "to roll back to"
             )
-        version, group = found
+        version, _ = found
         progress(f"{self.environment}: rolling group {self.group_id} back to its version {version}")
         self.client.put_group(self.group_id, {"version": version}, force=True)
+        group = self.client.group_version(self.group_id, version)
         ids = {a.id.rsplit("/", 1)[-1]: a.id for a in group.apps}
         stuck = wait_live(
             self.client, ids, self.config.rollback_timeout_s, self._clock, self._sleep
