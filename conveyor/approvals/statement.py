@@ -46,10 +46,27 @@ def canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class Decision(BaseModel):
-    """The signed bytes are ``canonical(decision.model_dump())``: strings only, on purpose."""
+class SignedClaim(BaseModel):
+    """What a person signs: the canonical bytes of its fields, stamped with a time.
+
+    The decision an approver signs and the start a starter signs are read, checked and
+    rebuilt the same way; the signed bytes are ``canonical(claim.model_dump())``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    time: str
+
+    @property
+    def at(self) -> dt.datetime:
+        return parse_stamp(self.time)
+
+    def message(self) -> bytes:
+        return canonical(self.model_dump())
+
+
+class Decision(SignedClaim):
+    """Strings only, on purpose: the signed bytes are rebuilt from the stored object."""
 
     type: Literal["https://conveyor.dev/approval-decision/v1"] = DECISION_TYPE
     app: str
@@ -67,13 +84,6 @@ class Decision(BaseModel):
         if not _TIME_RE.match(v):
             raise ValueError("time must be UTC to the second, like 2026-12-01T21:30:00Z")
         return v
-
-    @property
-    def at(self) -> dt.datetime:
-        return parse_stamp(self.time)
-
-    def message(self) -> bytes:
-        return canonical(self.model_dump())
 
 
 class SignedAnswer(BaseModel):
@@ -176,20 +186,11 @@ class BreakGlass(BaseModel):
 START_TYPE: Final = "https://conveyor.dev/run-start/v1"
 
 
-class StartClaim(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class StartClaim(SignedClaim):
     type: Literal["https://conveyor.dev/run-start/v1"] = START_TYPE
     app: str
     started_by: str
     time: str
-
-    @property
-    def at(self) -> dt.datetime:
-        return parse_stamp(self.time)
-
-    def message(self) -> bytes:
-        return canonical(self.model_dump())
 
 
 class StartedBy(BaseModel):
