@@ -56,7 +56,7 @@ from conveyor.release import Release
 from tests.approval_support import DIGEST, RUN, make_key
 from tests.parts import free_port
 from tests.registry_support import push_image, random_layer
-from tests.test_approval_evidence import REPO, cfg, pipeline_file
+from tests.test_approval_evidence import REPO, attach_checks, cfg, pipeline_file
 
 
 def _timed(fn: object, runs: int) -> list[float]:
@@ -90,14 +90,7 @@ def main() -> None:
                 identity="signed",
                 people=identities(config),
             )
-            attach_evidence(client, REPO, digest, "scan", {"passed": True, "summary": "0 critical"})
-            attach_evidence(
-                client,
-                REPO,
-                digest,
-                "integration",
-                {"environment": "integration", "passed": 3, "failed": 0},
-            )
+            attach_checks(client, digest)
             for names in (["alice", "bob"], ["bob", "alice"]):
                 tally = Tally(required=2)
                 for name in names:

@@ -64,12 +64,8 @@ def _pushed(client: RegistryClient, version: str) -> Release:
     )
 
 
-def approved_release(
-    client: RegistryClient, keys: dict[str, Key], **extra: Any
-) -> tuple[Release, str]:
-    """A pushed image with scan and integration evidence and a 2-of-2 signed approval."""
-    release = _pushed(client, "1.0.0")
-    digest = release.digest
+def attach_checks(client: RegistryClient, digest: str) -> None:
+    """The passed scan and integration evidence a release carries before its approval."""
     attach_evidence(client, REPO, digest, "scan", {"passed": True, "summary": "0 critical"})
     attach_evidence(
         client,
@@ -78,6 +74,15 @@ def approved_release(
         "integration",
         {"environment": "integration", "passed": 3, "failed": 0},
     )
+
+
+def approved_release(
+    client: RegistryClient, keys: dict[str, Key], **extra: Any
+) -> tuple[Release, str]:
+    """A pushed image with scan and integration evidence and a 2-of-2 signed approval."""
+    release = _pushed(client, "1.0.0")
+    digest = release.digest
+    attach_checks(client, digest)
     config = cfg(keys)
     request = signed_request(identities(config), digest)
     glass = extra.get("break_glass")
