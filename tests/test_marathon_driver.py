@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,8 @@ def versions_of(sim: Sim, app_id: str) -> list[str]:
 
 
 def test_deploy_rerun_plan_upgrade_and_rollback(sim: Sim, images: Images, tmp_path: Path) -> None:
-    driver = make_driver(sim, tmp_path)
     said: list[str] = []
-    try:
+    with closing(make_driver(sim, tmp_path)) as driver:
         first = driver.deploy(images.v1, said.append)
         assert first.changed and first.state.digest == images.v1.digest
         assert len(first.state.instances) == 2 and first.state.healthy
@@ -127,15 +127,12 @@ def test_deploy_rerun_plan_upgrade_and_rollback(sim: Sim, images: Images, tmp_pa
 
         back = driver.rollback()
         assert back.changed and back.state.digest == images.v1.digest and back.state.healthy
-    finally:
-        driver.close()
 
 
 def test_failing_health_rolls_back_and_names_the_tasks(
     sim: Sim, images: Images, tmp_path: Path
 ) -> None:
-    driver = make_driver(sim, tmp_path, deploy_timeout_s=6)
-    try:
+    with closing(make_driver(sim, tmp_path, deploy_timeout_s=6)) as driver:
         driver.deploy(images.v1)
         with pytest.raises(DeploymentFailed) as info:
             driver.deploy(images.sick)
@@ -145,62 +142,52 @@ def test_failing_health_rolls_back_and_names_the_tasks(
         state = driver.status()
         assert state.digest == images.v1.digest and state.healthy
         assert not [d for d in sim.state()["deployments"] if driver.app_id in str(d)]
-    finally:
-        driver.close()
 
 
 def test_deployment_timeout_reverts_the_deployment(
     sim: Sim, images: Images, tmp_path: Path
 ) -> None:
-    driver = make_driver(sim, tmp_path, deploy_timeout_s=3)
-    try:
-        driver.deploy(images.v1)
-        fault = sim.fault(kind="hang_deployment", app=driver.app_id, duration=4)
-        with pytest.raises(DeploymentFailed) as info:
-            driver.deploy(images.v2)
-        assert "within 3s" in str(info.value) and "rolled back (deployment" in str(info.value)
-        assert driver.status().digest == images.v1.digest
-        assert fault["kind"] == "hang_deployment"
-    finally:
-        sim.clear_faults()
-        driver.close()
+    with closing(make_driver(sim, tmp_path, deploy_timeout_s=3)) as driver:
+        try:
+            driver.deploy(images.v1)
+            fault = sim.fault(kind="hang_deployment", app=driver.app_id, duration=4)
+            with pytest.raises(DeploymentFailed) as info:
+                driver.deploy(images.v2)
+            assert "within 3s" in str(info.value) and "rolled back (deployment" in str(info.value)
+            assert driver.status().digest == images.v1.digest
+            assert fault["kind"] == "hang_deployment"
+        finally:
+            sim.clear_faults()
 
 
 def test_lock_is_waited_out_or_named(sim: Sim, images: Images, tmp_path: Path) -> None:
-    driver = make_driver(sim, tmp_path, lock_wait_s=15)
     said: list[str] = []
-    try:
+    with closing(make_driver(sim, tmp_path, lock_wait_s=15)) as driver:
         driver.deploy(images.v1)
         holder = sim.fault(kind="lock", app=driver.app_id, duration=1.5)["deploymentId"]
         assert driver.deploy(images.v2, said.append).state.digest == images.v2.digest
         assert any("locked by deployment " + holder in s for s in said), said
 
         impatient = make_driver(sim, tmp_path, app_id=driver.app_id, lock_wait_s=0.5)
-        holder = sim.fault(kind="lock", app=driver.app_id, duration=10)["deploymentId"]
-        with pytest.raises(DeploymentFailed) as info:
-            impatient.deploy(images.v1)
+        with closing(impatient):
+            holder = sim.fault(kind="lock", app=driver.app_id, duration=10)["deploymentId"]
+            with pytest.raises(DeploymentFailed) as info:
+                impatient.deploy(images.v1)
         assert holder in str(info.value) and "force" in str(info.value)
-        impatient.close()
-    finally:
-        driver.close()
 
 
 def test_503_during_a_leader_change_is_retried(sim: Sim, images: Images, tmp_path: Path) -> None:
-    driver = make_driver(sim, tmp_path)
-    try:
-        sim.fault(kind="unavailable", duration=0.4)
-        outcome = driver.deploy(images.v1)
-        assert outcome.changed and outcome.state.healthy
-    finally:
-        sim.clear_faults()
-        driver.close()
+    with closing(make_driver(sim, tmp_path)) as driver:
+        try:
+            sim.fault(kind="unavailable", duration=0.4)
+            outcome = driver.deploy(images.v1)
+            assert outcome.changed and outcome.state.healthy
+        finally:
+            sim.clear_faults()
 
 
 def test_polling_fallback_without_the_event_stream(
     sim: Sim, images: Images, tmp_path: Path
 ) -> None:
-    driver = make_driver(sim, tmp_path, event_stream=False, poll_max_interval_s=0.5)
-    try:
+    with closing(make_driver(sim, tmp_path, event_stream=False, poll_max_interval_s=0.5)) as driver:
         assert driver.deploy(images.v1).state.healthy
-    finally:
-        driver.close()
