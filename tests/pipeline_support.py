@@ -355,13 +355,45 @@ def new_app(stack: Stack, docker_client: docker.DockerClient, root: Path) -> App
     return made
 
 
-@pytest.fixture
-def app(stack: Stack, docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[App]:
-    made = new_app(stack, docker_client, tmp_path)
+@contextlib.contextmanager
+def kept_app(stack: Stack, docker_client: docker.DockerClient, root: Path) -> Iterator[App]:
+    """``new_app`` for as long as a fixture needs it; its containers and images go after."""
+    made = new_app(stack, docker_client, root)
     try:
         yield made
     finally:
         made.clean()
+
+
+@pytest.fixture
+def app(stack: Stack, docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[App]:
+    with kept_app(stack, docker_client, tmp_path) as made:
+        yield made
+
+
+@dataclass
+class Released:
+    """One app whose first release runs in production, for a module whose tests each ship
+    what follows it (one ship fewer a test); ``first`` is that release's pipeline data."""
+
+    app: App
+    first: dict[str, Any]
+    root: Path
+
+
+def released_fixture(ship_first: Callable[[Stack, App, Path], dict[str, Any]]) -> Any:
+    """A module's ``released`` fixture: a fresh app whose first release ``ship_first``
+    ships (returning its pipeline data), shared by the module's tests, cleaned up after."""
+
+    @pytest.fixture(scope="module")
+    def released(
+        stack: Stack, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[Released]:
+        root = tmp_path_factory.mktemp("released")
+        with kept_app(stack, docker_client, root) as app:
+            yield Released(app, ship_first(stack, app, root), root)
+
+    return released
 
 
 # --- pipeline files and flow runs ---------------------------------------------------

@@ -27,7 +27,7 @@ from tests.pipeline_support import (
     Stack,
     conveyor,
     drivers,
-    new_app,
+    kept_app,
     pipeline_data,
     port_of,
     promote_run,
@@ -63,9 +63,8 @@ def approved(
     stack: Stack, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Approved]:
     root = tmp_path_factory.mktemp("approved")
-    app = new_app(stack, docker_client, root)
     serve(stack)
-    try:
+    with kept_app(stack, docker_client, root) as app:
         data = pipeline_data(app)
         pipeline = write_pipeline(root / "pipeline.yaml", data)
         flow = start_ship(stack, pipeline, root / "ship.log")
@@ -96,8 +95,6 @@ def approved(
             refused,
             production_before,
         )
-    finally:
-        app.clean()
 
 
 def test_approved_release_runs_in_production_with_the_tested_digest(

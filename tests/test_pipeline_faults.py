@@ -11,13 +11,9 @@ then starts from.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docker
-import pytest
 from pydantic import SecretStr
 
 from conveyor.clients.registry import RegistryClient
@@ -29,12 +25,13 @@ from tests.pipeline_support import (
     PASSWORD_ENV,
     USER,
     App,
+    Released,
     Stack,
     allow_auto_approve,
     drivers,
-    new_app,
     pipeline_data,
     promote_run,
+    released_fixture,
     start_ship,
     write_pipeline,
 )
@@ -52,30 +49,17 @@ def _tag(stack: Stack, repository: str, tag: str) -> str | None:
         return client.resolve(repository, tag)
 
 
-@dataclass
-class Released:
-    """One app whose first release went all the way: both tests change what follows it."""
+def _first_auto_approved(stack: Stack, app: App, root: Path) -> dict[str, Any]:
+    """The first release, auto-approved all the way to production; its pipeline data."""
+    first = allow_auto_approve(pipeline_data(app))
+    flow = start_ship(
+        stack, write_pipeline(root / "v1.yaml", first), root / "v1.log", "--auto-approve"
+    )
+    assert flow.wait(180) == 0, flow.output[-3000:]
+    return first
 
-    app: App
-    first: dict[str, Any]
-    root: Path
 
-
-@pytest.fixture(scope="module")
-def released(
-    stack: Stack, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Released]:
-    root = tmp_path_factory.mktemp("faults")
-    app = new_app(stack, docker_client, root)
-    try:
-        first = allow_auto_approve(pipeline_data(app))
-        flow = start_ship(
-            stack, write_pipeline(root / "v1.yaml", first), root / "v1.log", "--auto-approve"
-        )
-        assert flow.wait(180) == 0, flow.output[-3000:]
-        yield Released(app, first, root)
-    finally:
-        app.clean()
+released = released_fixture(_first_auto_approved)
 
 
 def test_a_vcenter_that_is_down_leaves_the_production_tag_on_what_production_runs(

@@ -10,28 +10,26 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
-import pytest
 
 from tests.pipeline_support import (
     END_TO_END,
     ENDED,
     App,
+    Released,
     Stack,
     allow_auto_approve,
     check,
     conveyor,
     drivers,
-    new_app,
     pipeline_data,
     port_of,
     processes_of_run,
     promote_run,
+    released_fixture,
     served_version,
     start_ship,
     wait_for,
@@ -61,29 +59,15 @@ def _approve_from_terminal(stack: Stack, pipeline: Path, logs: Path) -> str:
     return str(stack.api.wait_state(run_id, ENDED, timeout=180)["type"])
 
 
-@dataclass
-class Released:
-    """One app whose first release was approved from the terminal and runs in
-    production: the rollback tests each ship what follows it (one ship fewer)."""
-
-    app: App
-    first: dict[str, Any]
-    root: Path
+def _first_approved_from_terminal(stack: Stack, app: App, root: Path) -> dict[str, Any]:
+    """The first release, approved from the terminal into production; its pipeline data."""
+    first = pipeline_data(app)
+    done = _approve_from_terminal(stack, write_pipeline(root / "v1.yaml", first), root)
+    assert done == "COMPLETED"
+    return first
 
 
-@pytest.fixture(scope="module")
-def released(
-    stack: Stack, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Released]:
-    root = tmp_path_factory.mktemp("recovery")
-    app = new_app(stack, docker_client, root)
-    try:
-        first = pipeline_data(app)
-        done = _approve_from_terminal(stack, write_pipeline(root / "v1.yaml", first), root)
-        assert done == "COMPLETED"
-        yield Released(app, first, root)
-    finally:
-        app.clean()
+released = released_fixture(_first_approved_from_terminal)
 
 
 def test_failing_production_checks_roll_back_to_the_previous_release(

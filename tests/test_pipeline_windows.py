@@ -39,7 +39,7 @@ from tests.pipeline_support import (
     App,
     Stack,
     allow_auto_approve,
-    new_app,
+    kept_app,
     pipeline_data,
     promote_run,
     served,
@@ -92,32 +92,29 @@ def contended(
     stack: Stack, docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Contended]:
     root = tmp_path_factory.mktemp("windows")
-    app = new_app(stack, docker_client, root)
     config = docker_config(stack, root)
     with (
+        kept_app(stack, docker_client, root) as app,
         served(stack, root),
         run_sim(docker_client, "--docker-config", str(config)) as sim,
         deployment_history(sim.url, f"/{app.name}") as history,
     ):
-        try:
-            data = _data(app, sim, root)
-            pipeline = write_pipeline(root / "pipeline.yaml", data)
-            sim.fault(kind="hang_deployment", app=f"/{app.name}")
-            first = _ship(stack, pipeline, after=0)
-            logged_at(stack, first, HOLDING, timeout=120)
-            app.commit("v2")
-            second = _ship(stack, pipeline, after=1)
-            b_waited_at = logged_at(stack, second, WAITING, timeout=120)
-            # The first run still holds the window: its deployment cannot finish.
-            assert stack.api.state(first)["type"] == "RUNNING"
-            assert not any(RELEASED in line for _, line in timed_logs(stack, first))
-            sim.clear_faults()
-            for run in (first, second):
-                stack.api.wait_state(run, ENDED, timeout=180)
-            digests = [str(stack.api.run(r)["parameters"]["digest"]) for r in (first, second)]
-            yield Contended(app, root, sim, history, data, [first, second], digests, b_waited_at)
-        finally:
-            app.clean()
+        data = _data(app, sim, root)
+        pipeline = write_pipeline(root / "pipeline.yaml", data)
+        sim.fault(kind="hang_deployment", app=f"/{app.name}")
+        first = _ship(stack, pipeline, after=0)
+        logged_at(stack, first, HOLDING, timeout=120)
+        app.commit("v2")
+        second = _ship(stack, pipeline, after=1)
+        b_waited_at = logged_at(stack, second, WAITING, timeout=120)
+        # The first run still holds the window: its deployment cannot finish.
+        assert stack.api.state(first)["type"] == "RUNNING"
+        assert not any(RELEASED in line for _, line in timed_logs(stack, first))
+        sim.clear_faults()
+        for run in (first, second):
+            stack.api.wait_state(run, ENDED, timeout=180)
+        digests = [str(stack.api.run(r)["parameters"]["digest"]) for r in (first, second)]
+        yield Contended(app, root, sim, history, data, [first, second], digests, b_waited_at)
 
 
 def _window(stack: Stack, run_id: str) -> tuple[dt.datetime, dt.datetime]:
