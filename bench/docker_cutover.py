@@ -14,7 +14,6 @@ import argparse
 import secrets
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,18 +26,18 @@ from conveyor.config.environment import HealthConfig
 from conveyor.drivers.docker import DockerDriver
 from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
+from tests.background import Background
 from tests.parts import free_port
 from tests.test_docker_driver import _build_and_push, _context
 
 
-class GapMeter:
+class GapMeter(Background):
     """Polls a URL and records the longest run of failed polls."""
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.url = url
         self.longest = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         down_since: float | None = None
@@ -55,14 +54,6 @@ class GapMeter:
                 elif not ok and down_since is None:
                     down_since = now
                 time.sleep(0.01)
-
-    def __enter__(self) -> GapMeter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 def _ship(

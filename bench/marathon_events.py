@@ -32,6 +32,7 @@ from conveyor.config.drivers import MarathonDriverConfig
 from conveyor.drivers.marathon import MarathonDriver
 from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
+from tests.background import Background
 from tests.marathon_support import Sim, build_and_push, fast_template, run_sim
 from tests.parts import free_port
 
@@ -80,32 +81,24 @@ class DeploymentLog:
         raise RuntimeError(f"no deployment_success event for {app_id}")
 
 
-class ApiSampler:
+class ApiSampler(Background):
     """GETs an app with its tasks every ``every_s`` while a rollout runs; keeps each latency."""
 
     MAX_SAMPLES = 2000  # a bound on requests even if a rollout never ends
 
     def __init__(self, url: str, app_id: str, every_s: float = 0.05) -> None:
+        super().__init__()
+        self.url, self.app_id, self.every_s = url, app_id, every_s
         self.latencies: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(url, app_id, every_s))
 
-    def _run(self, url: str, app_id: str, every_s: float) -> None:
+    def _run(self) -> None:
         params = {"embed": "app.tasks"}
-        with httpx.Client(base_url=url, timeout=10) as http:
+        with httpx.Client(base_url=self.url, timeout=10) as http:
             while not self._stop.is_set() and len(self.latencies) < self.MAX_SAMPLES:
                 start = time.perf_counter()
-                http.get(f"/v2/apps{app_id}", params=params)
+                http.get(f"/v2/apps{self.app_id}", params=params)
                 self.latencies.append(time.perf_counter() - start)
-                self._stop.wait(every_s)
-
-    def __enter__(self) -> ApiSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+                self._stop.wait(self.every_s)
 
 
 def one_deploy(

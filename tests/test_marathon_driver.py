@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import threading
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from conveyor.config.drivers import MarathonDriverConfig
 from conveyor.drivers.marathon import MarathonDriver
 from conveyor.errors import DeploymentFailed
 from conveyor.release import Release
+from tests.background import Background
 from tests.marathon_support import Sim, build_and_push, fast_template, run_sim, start_registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
@@ -66,14 +66,13 @@ def make_driver(sim: Sim, tmp_path: Path, **settings: Any) -> MarathonDriver:
     return MarathonDriver("integration", config)
 
 
-class HealthySampler:
+class HealthySampler(Background):
     """Counts healthy tasks of the app while a deploy runs (capacity must not drop)."""
 
     def __init__(self, sim: Sim, app_id: str) -> None:
+        super().__init__()
         self.sim, self.app_id = sim, app_id
         self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         with httpx.Client(base_url=self.sim.url, timeout=5) as http:
@@ -81,14 +80,6 @@ class HealthySampler:
                 tasks = http.get(f"/v2/apps{self.app_id}/tasks").json()["tasks"]
                 results = [t.get("healthCheckResults") or [] for t in tasks]
                 self.samples.append(sum(1 for r in results if r and all(h["alive"] for h in r)))
-
-    def __enter__(self) -> HealthySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 def versions_of(sim: Sim, app_id: str) -> list[str]:
