@@ -367,6 +367,7 @@ def test_a_member_failing_in_production_returns_the_whole_group(
     state = shop.state("production")
     assert state.healthy and state.digest == shop.releases[1], state
     assert state.previous_digest == shop.releases[0], state
+    assert f"it runs {state.version} again" in shipped.promoted["message"], shipped.promoted
     # The environment's tags name what it runs again, on the artifact and every member.
     assert shop.registry.resolve(shop.repo, "production-ready") == second_release
     for s, digest in second_members.items():

@@ -194,15 +194,24 @@ class MarathonReleaseDriver:
         )
         # A rerun of a deploy of this release keeps the release named before it.
         before = state.previous_digest if state.digest == release.digest else state.digest
-        result = deploy_group(
-            self.client,
-            self.group_id,
-            [*self._desired(release), _record(release, before)],
-            timeout_s=self.config.deploy_timeout_s,
-            rollback_timeout_s=self.config.rollback_timeout_s,
-            clock=self._clock,
-            sleep=self._sleep,
-        )
+        try:
+            result = deploy_group(
+                self.client,
+                self.group_id,
+                [*self._desired(release), _record(release, before)],
+                timeout_s=self.config.deploy_timeout_s,
+                rollback_timeout_s=self.config.rollback_timeout_s,
+                clock=self._clock,
+                sleep=self._sleep,
+            )
+        except DeploymentFailed as exc:
+            # The group's version says nothing to a person; the release it went back to does.
+            back = self.status()
+            if back.digest is None or back.digest != state.digest:
+                raise
+            raise DeploymentFailed(
+                f"{self.environment}: {exc}: it runs {back.version} again"
+            ) from exc
         return DeployOutcome(
             self.status(),
             True,
