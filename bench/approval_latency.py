@@ -17,23 +17,19 @@ import argparse
 import datetime as dt
 import statistics
 import sys
-import tempfile
 import time
 from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import docker
-
+from bench.scratch import scratch_app
 from tests.pipeline_support import (
     App,
     FlowProcess,
     Stack,
     environment,
-    new_app,
     pipeline_data,
-    start_stack,
     wait_for,
     write_pipeline,
 )
@@ -86,25 +82,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gates", type=int, default=5)
     gates = parser.parse_args().gates
-    with tempfile.TemporaryDirectory(prefix="bench-approval-") as tmp:
-        root = Path(tmp)
-        stack = start_stack(root)
-        client = docker.from_env(timeout=120)
-        app = new_app(stack, client, root)
-        try:
-            started = time.monotonic()
-            latencies = measure(stack, app, root, gates)
-            print(
-                f"approval -> next task start, median over {len(latencies)} pauses: "
-                f"{statistics.median(latencies):.3f} s (max {max(latencies):.3f} s; target <= 1 s); "
-                f"whole run {time.monotonic() - started:.0f} s"
-            )
-        finally:
-            app.clean()
-            client.close()
-            stack.api.close()
-            stack.prefect.stop()
-            stack.registry.stop()
+    with scratch_app("bench-approval-") as (stack, app):
+        started = time.monotonic()
+        latencies = measure(stack, app, stack.root, gates)
+        print(
+            f"approval -> next task start, median over {len(latencies)} pauses: "
+            f"{statistics.median(latencies):.3f} s (max {max(latencies):.3f} s; target <= 1 s); "
+            f"whole run {time.monotonic() - started:.0f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ Starts its own Prefect server and registry on free ports; keeps its folder with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -33,18 +34,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import docker
 
+from bench.scratch import running_stack
 from conveyor.clients.registry import RegistryClient
 from conveyor.config import load_pipeline
 from tests.pipeline_support import (
     App,
     FlowProcess,
     Stack,
-    Worker,
     allow_auto_approve,
-    deploy_all,
-    new_app,
+    kept_app,
     pipeline_data,
-    start_stack,
+    serve,
     write_pipeline,
 )
 
@@ -123,69 +123,68 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-ships-"))
-    stack = start_stack(root)
-    client = docker.from_env(timeout=120)
-    app = new_app(stack, client, root)
-    worker = None
     try:
-        deploy_all(stack, root / "deploy.log")
-        stack.on_worker = True
-        worker = Worker(stack, root / "worker.log")
-        deadline = time.monotonic() + 120
-        while b"started!" not in (root / "worker.log").read_bytes():
-            if time.monotonic() > deadline or worker.proc.poll() is not None:
-                raise SystemExit(f"the worker did not start: see {root / 'worker.log'}")
-            time.sleep(0.5)
-        pipeline = write_pipeline(root / "pipeline.yaml", allow_auto_approve(pipeline_data(app)))
-        singles = []
-        for n in range(args.singles):
-            version = app.commit(f"single-{n}")
-            logs = root / f"single-{n}"
-            logs.mkdir()
-            wall, _, procs = ships(stack, pipeline, logs, 1)
-            code = procs[0].proc.returncode
-            singles.append(wall)
-            print(f"one ship of {version}: {wall:.1f} s, exit {code}; load {load()}", flush=True)
-        version = app.commit("together")
-        logs = root / "together"
-        logs.mkdir()
-        wall, each, procs = ships(stack, pipeline, logs, args.runs)
-        codes = [p.proc.returncode for p in procs]
-        printed = {d for p in procs for d in DIGEST.findall(p.output)}
-        config = load_pipeline(pipeline)
-        with RegistryClient.from_config(config.registry, stack.password) as registry:
-            under_tag = registry.resolve(app.repository, version)
-        print(f"{args.runs} concurrent ships of {version}: load after {load()}")
-        print(f"  completed (exit 0): {codes.count(0)}/{args.runs}; exit codes {codes}")
-        for i, proc in enumerate(procs):
-            if proc.proc.returncode != 0:
-                tail = [line for line in proc.output.splitlines() if line.strip()][-3:]
-                print(f"  ship {i} ended {proc.proc.returncode}: " + " | ".join(tail)[:600])
-        print(f"  distinct digests printed: {len(printed)}; under tag {version}: {under_tag}")
-        print("\n".join(environments(app, pipeline, stack)))
-        fives, tracebacks, examples = scan_logs(
-            [*(p.log for p in procs), root / "worker.log", stack.prefect.log_path]
-        )
-        print(f"  5xx lines: {fives}; traceback lines: {tracebacks} (CLI outputs, worker, server)")
-        print("\n".join(examples))
-        print(
-            f"one ship median: {statistics.median(singles):.1f} s over {len(singles)}; "
-            f"{args.runs} at once: wall {wall:.1f} s, each median {statistics.median(each):.1f} s "
-            f"(wall {wall / statistics.median(singles):.1f}x one ship) on {os.cpu_count()} cores"
-        )
-        return 0 if codes.count(0) == args.runs and len(printed) == 1 else 1
+        with (
+            running_stack(root) as stack,
+            contextlib.closing(docker.from_env(timeout=120)) as client,
+            kept_app(stack, client, root) as app,
+        ):
+            return measure(stack, app, args.runs, args.singles)
     finally:
-        if worker is not None:
-            worker.stop()
-        app.clean()
-        client.close()
-        stack.api.close()
-        stack.prefect.stop()
-        stack.registry.stop()
         if args.keep:
             print(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def measure(stack: Stack, app: App, runs: int, alone: int) -> int:
+    """One ship ``alone`` times, then ``runs`` at once; 0 when all of those
+    exited 0 with one digest."""
+    root = stack.root
+    worker = serve(stack)
+    deadline = time.monotonic() + 120
+    while b"started!" not in (root / "worker.log").read_bytes():
+        if time.monotonic() > deadline or worker.proc.poll() is not None:
+            raise SystemExit(f"the worker did not start: see {root / 'worker.log'}")
+        time.sleep(0.5)
+    pipeline = write_pipeline(root / "pipeline.yaml", allow_auto_approve(pipeline_data(app)))
+    singles = []
+    for n in range(alone):
+        version = app.commit(f"single-{n}")
+        logs = root / f"single-{n}"
+        logs.mkdir()
+        wall, _, procs = ships(stack, pipeline, logs, 1)
+        code = procs[0].proc.returncode
+        singles.append(wall)
+        print(f"one ship of {version}: {wall:.1f} s, exit {code}; load {load()}", flush=True)
+    version = app.commit("together")
+    logs = root / "together"
+    logs.mkdir()
+    wall, each, procs = ships(stack, pipeline, logs, runs)
+    codes = [p.proc.returncode for p in procs]
+    printed = {d for p in procs for d in DIGEST.findall(p.output)}
+    config = load_pipeline(pipeline)
+    with RegistryClient.from_config(config.registry, stack.password) as registry:
+        under_tag = registry.resolve(app.repository, version)
+    print(f"{runs} concurrent ships of {version}: load after {load()}")
+    print(f"  completed (exit 0): {codes.count(0)}/{runs}; exit codes {codes}")
+    for i, proc in enumerate(procs):
+        if proc.proc.returncode != 0:
+            tail = [line for line in proc.output.splitlines() if line.strip()][-3:]
+            print(f"  ship {i} ended {proc.proc.returncode}: " + " | ".join(tail)[:600])
+    print(f"  distinct digests printed: {len(printed)}; under tag {version}: {under_tag}")
+    print("\n".join(environments(app, pipeline, stack)))
+    fives, tracebacks, examples = scan_logs(
+        [*(p.log for p in procs), root / "worker.log", stack.prefect.log_path]
+    )
+    print(f"  5xx lines: {fives}; traceback lines: {tracebacks} (CLI outputs, worker, server)")
+    print("\n".join(examples))
+    print(
+        f"one ship median: {statistics.median(singles):.1f} s over {len(singles)}; "
+        f"{runs} at once: wall {wall:.1f} s, each median {statistics.median(each):.1f} s "
+        f"(wall {wall / statistics.median(singles):.1f}x one ship) on {os.cpu_count()} cores"
+    )
+    return 0 if codes.count(0) == runs and len(printed) == 1 else 1
 
 
 if __name__ == "__main__":

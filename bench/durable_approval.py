@@ -25,24 +25,21 @@ import datetime as dt
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import docker
 import httpx
 
+from bench.scratch import scratch_app
 from tests.pipeline_support import (
     POOL,
     REPO,
     Stack,
     Worker,
-    deploy_all,
-    new_app,
     pipeline_data,
-    start_stack,
+    serve,
     wait_for,
     write_pipeline,
 )
@@ -188,60 +185,48 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--waiting", type=int, default=20)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        stack = start_stack(root / "stack")
-        client = docker.from_env()
-        app = new_app(stack, client, root)
-        worker = Worker(stack, root / "worker.log")
-        try:
-            deploy_all(stack, root / "deploy.log")
-            _deploy(stack, "bench/blocking_pause.py:blocking_pause", "blocking")
-            # The same flow with the job's command given: Prefect 3.9's process worker
-            # then starts `python -m prefect.engine` at once, instead of its workspace
-            # supervisor (a Python process of its own that imports Prefect, prepares the
-            # workspace and execs the engine, which imports Prefect again).
-            engine = f"command={sys.executable} -m prefect.engine"
-            _deploy(stack, "flows/promote.py:promote", "promote-engine", "-jv", engine)
-            pipeline = write_pipeline(root / "pipeline.yaml", pipeline_data(app))
-            ship = stack.api.run_deployment("ship/ship", {"pipeline": str(pipeline)})
-            assert stack.api.wait_state(ship, ENDED, timeout=600)["type"] == "COMPLETED"
-            first = stack.api.runs_of(pipeline, "promote")[-1]
-            digest = first["parameters"]["digest"]
-            stack.api.wait_state(first["id"], ("PAUSED", *ENDED), timeout=300)
-            params = {"digest": digest, "pipeline": str(pipeline)}
+    with scratch_app("bench-durable-") as (stack, app):
+        worker = serve(stack)
+        _deploy(stack, "bench/blocking_pause.py:blocking_pause", "blocking")
+        # The same flow with the job's command given: Prefect 3.9's process worker
+        # then starts `python -m prefect.engine` at once, instead of its workspace
+        # supervisor (a Python process of its own that imports Prefect, prepares the
+        # workspace and execs the engine, which imports Prefect again).
+        engine = f"command={sys.executable} -m prefect.engine"
+        _deploy(stack, "flows/promote.py:promote", "promote-engine", "-jv", engine)
+        pipeline = write_pipeline(stack.root / "pipeline.yaml", pipeline_data(app))
+        ship = stack.api.run_deployment("ship/ship", {"pipeline": str(pipeline)})
+        assert stack.api.wait_state(ship, ENDED, timeout=600)["type"] == "COMPLETED"
+        first = stack.api.runs_of(pipeline, "promote")[-1]
+        digest = first["parameters"]["digest"]
+        stack.api.wait_state(first["id"], ("PAUSED", *ENDED), timeout=300)
+        params = {"digest": digest, "pipeline": str(pipeline)}
 
-            idle = _settle(worker, 2)
-            runs = [first["id"], *_waiting(stack, "promote/promote", params, args.waiting - 1)]
-            suspended = _settle(worker)
-            direct = _waiting(stack, "promote/promote-engine", params, args.samples)
-            by_launcher = _alternate(stack, runs[: args.samples], direct, digest)
-            _cancel(stack, runs[args.samples :])
+        idle = _settle(worker, 2)
+        runs = [first["id"], *_waiting(stack, "promote/promote", params, args.waiting - 1)]
+        suspended = _settle(worker)
+        direct = _waiting(stack, "promote/promote-engine", params, args.samples)
+        by_launcher = _alternate(stack, runs[: args.samples], direct, digest)
+        _cancel(stack, runs[args.samples :])
 
-            blocking = _waiting(stack, "blocking-pause/blocking", params, args.waiting)
-            paused = _settle(worker)
-            _cancel(stack, blocking)
+        blocking = _waiting(stack, "blocking-pause/blocking", params, args.waiting)
+        paused = _settle(worker)
+        _cancel(stack, blocking)
 
-            print()
-            for name, samples in by_launcher.items():
-                _report(name, samples)
-            print(f"idle worker: {idle[0]} flow processes, {idle[1]:.0f} MB")
-            print(
-                f"{args.waiting} waiting, suspended (promote):   {suspended[0]:3d} flow processes, "
-                f"worker + children {suspended[1]:6.0f} MB"
-            )
-            print(
-                f"{args.waiting} waiting, blocking pause (old): {paused[0]:3d} flow processes, "
-                f"worker + children {paused[1]:6.0f} MB"
-            )
-            if suspended[1]:
-                print(f"memory ratio blocking / suspended: {paused[1] / suspended[1]:.1f}x")
-        finally:
-            worker.stop()
-            app.clean()
-            stack.api.close()
-            stack.prefect.stop()
-            stack.registry.stop()
+        print()
+        for name, samples in by_launcher.items():
+            _report(name, samples)
+        print(f"idle worker: {idle[0]} flow processes, {idle[1]:.0f} MB")
+        print(
+            f"{args.waiting} waiting, suspended (promote):   {suspended[0]:3d} flow processes, "
+            f"worker + children {suspended[1]:6.0f} MB"
+        )
+        print(
+            f"{args.waiting} waiting, blocking pause (old): {paused[0]:3d} flow processes, "
+            f"worker + children {paused[1]:6.0f} MB"
+        )
+        if suspended[1]:
+            print(f"memory ratio blocking / suspended: {paused[1] / suspended[1]:.1f}x")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import docker
 import httpx
 
+from bench.scratch import scratch_app
 from conveyor import evidence
 from conveyor.clients.build_context import version_of
 from conveyor.clients.docker_engine import DockerEngine
@@ -52,12 +52,9 @@ from tests.pipeline_support import (
     USER,
     FlowProcess,
     Stack,
-    Worker,
     allow_auto_approve,
-    deploy_all,
-    new_app,
     pipeline_data,
-    start_stack,
+    serve,
     write_pipeline,
 )
 
@@ -244,27 +241,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     rounds = parser.parse_args().rounds
-    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
-        root = Path(tmp)
-        stack = start_stack(root)
-        client = docker.from_env(timeout=120)
-        app = new_app(stack, client, root)
-        worker = None
-        try:
-            deploy_all(stack, root / "deploy.log")
-            stack.on_worker = True
-            worker = Worker(stack, root / "worker.log")
-            data = allow_auto_approve(pipeline_data(app))
-            pipeline_file = write_pipeline(root / "pipeline.yaml", data)
-            run(pipeline_file, stack, rounds, root)
-        finally:
-            if worker is not None:
-                worker.stop()
-            app.clean()
-            client.close()
-            stack.api.close()
-            stack.prefect.stop()
-            stack.registry.stop()
+    with scratch_app("bench-overhead-") as (stack, app):
+        serve(stack)
+        data = allow_auto_approve(pipeline_data(app))
+        pipeline_file = write_pipeline(stack.root / "pipeline.yaml", data)
+        run(pipeline_file, stack, rounds, stack.root)
 
 
 def run(pipeline_file: Path, stack: Stack, rounds: int, root: Path) -> None:

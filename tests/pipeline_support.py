@@ -214,6 +214,15 @@ class Stack:
         env.update(extra)
         return env
 
+    def stop(self) -> None:
+        """The worker (where one was started), the API client, the Prefect server and
+        the registry."""
+        if self.worker is not None:
+            self.worker.stop()
+        self.api.close()
+        self.prefect.stop()
+        self.registry.stop()
+
 
 _shared: dict[str, Stack] = {}
 
@@ -254,11 +263,7 @@ def stack(
         yield started
     finally:
         _shared.clear()
-        if started.worker is not None:
-            started.worker.stop()
-        started.api.close()
-        started.prefect.stop()
-        started.registry.stop()
+        started.stop()
 
 
 # --- the sample app -------------------------------------------------------------
