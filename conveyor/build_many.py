@@ -13,13 +13,17 @@ the first environment runs whose label matches is carried into the release.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Mapping
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from conveyor.clients.build_context import dockerfile_in_context
 from conveyor.clients.docker_engine import DockerEngine
@@ -117,9 +121,14 @@ class Target:
 
 
 def build_service(
-    engine: DockerEngine, service: ServiceConfig, target: Target, logger: logging.Logger
+    engine: DockerEngine,
+    service: ServiceConfig,
+    target: Target,
+    logger: logging.Logger,
+    scan: Callable[[str, Path], None] | None = None,
 ) -> Outcome:
-    """Carry the running digest when its build inputs match, else build and publish."""
+    """Carry the running digest when its build inputs match, else build and publish;
+    ``scan(image id, docker save archive)`` of what was built runs beside the push."""
     inputs = build_inputs(service)
     if target.running is not None:
         labels = image_labels(target.registry, target.repository, target.running)
@@ -138,7 +147,7 @@ def build_service(
         log=logger.info,
         source_version=(target.version, target.revision),
     )
-    with engine.save(built.id) as saved:
+    with engine.save(built.id) as saved, _scanning(saved, built.id, scan):
         published = publish(
             target.registry,
             target.repository,
@@ -149,3 +158,24 @@ def build_service(
         )
     logger.info("%s pushed at %s", service.name, published.digest)
     return Outcome(service.name, published.digest, rebuilt=True, image=built.id)
+
+
+@contextlib.contextmanager
+def _scanning(
+    saved: IO[bytes], image: str, scan: Callable[[str, Path], None] | None
+) -> Iterator[None]:
+    """``scan`` of the saved image in a thread while the body pushes it: the scanner
+    reads a copy of the archive the push reads (no second ``docker save``), and its
+    start (trivy compiles its checks) overlaps the upload. Its error is raised after
+    the body's, once it ended."""
+    if scan is None:
+        yield
+        return
+    with tempfile.NamedTemporaryFile(prefix="conveyor-image-", suffix=".tar") as archive:
+        shutil.copyfileobj(saved, archive)
+        archive.flush()
+        saved.seek(0)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan") as pool:
+            scanning = pool.submit(scan, image, Path(archive.name))
+            yield
+            scanning.result()

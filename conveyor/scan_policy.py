@@ -161,6 +161,20 @@ def _scan_image(
     return (trivy.scan_image(image, rest, archive) if rest else []), list(rest)
 
 
+def _scans_dockerfiles(policy: ScanPolicy) -> bool:
+    return policy.dockerfile and "misconfig" in policy.scanners
+
+
+def scan_dockerfiles(
+    trivy: Trivy, policy: ScanPolicy, dockerfiles: dict[str, Path]
+) -> dict[str, list[Finding]] | None:
+    """Each Dockerfile's findings (by key) from one trivy run, for ``scan``'s
+    ``dockerfile_findings``; None when the policy scans no Dockerfile."""
+    if not _scans_dockerfiles(policy):
+        return None
+    return trivy.scan_dockerfiles(dockerfiles)
+
+
 def scan(
     trivy: Trivy,
     image: str,
@@ -169,19 +183,26 @@ def scan(
     archive: Path | None = None,
     today: dt.date | None = None,
     log: Callable[[str], None] | None = None,
+    dockerfile_findings: list[Finding] | None = None,
 ) -> ScanResult:
     """Scan ``image`` (and ``dockerfile`` when the policy says so) and judge the findings.
 
-    Raises ``ScanBlocked`` only when it cannot scan (no DB with on_missing=fail, trivy
-    failing); blocking findings are in the result for the caller to ``enforce``.
+    ``dockerfile_findings`` are the Dockerfile's, when it was scanned already (a
+    release's Dockerfiles in one run, ``scan_dockerfiles``); ``dockerfile`` is then
+    not scanned again. Raises ``ScanBlocked`` only when it cannot scan (no DB with
+    on_missing=fail, trivy failing); blocking findings are in the result for the
+    caller to ``enforce``.
     """
     warnings: list[str] = []
     with ThreadPoolExecutor(max_workers=2) as pool:
         # Two trivy processes side by side: each spends most of its time starting up.
         of_dockerfile = None
-        if dockerfile is not None and policy.dockerfile and "misconfig" in policy.scanners:
+        if dockerfile_findings is None and dockerfile is not None and _scans_dockerfiles(policy):
             of_dockerfile = pool.submit(trivy.scan_dockerfile, dockerfile)
         findings, scanners = _scan_image(trivy, image, policy, archive, warnings)
+        if dockerfile_findings is not None:
+            findings += dockerfile_findings
+            scanners.append("dockerfile")
         if of_dockerfile is not None:
             findings += of_dockerfile.result()
             scanners.append("dockerfile")

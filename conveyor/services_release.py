@@ -13,10 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from conveyor.build_many import Outcome, Target, build_service
 from conveyor.clients.build_context import version_of
 from conveyor.clients.docker_engine import DockerEngine
+from conveyor.clients.trivy import Finding
 from conveyor.config import EnvironmentConfig, Pipeline, ServiceConfig
 from conveyor.connections import Connections
 from conveyor.errors import NotFound
@@ -31,6 +33,7 @@ from conveyor.release_set import (
     record_release,
 )
 from conveyor.scan_policy import ScanResult, scan
+from conveyor.scan_policy import scan_dockerfiles as dockerfile_scan
 from conveyor.source import OCI, image_labels
 
 RELEASE_ANNOTATION = "dev.conveyor.release.name"
@@ -79,8 +82,11 @@ def build_member(
     revision: str | None,
     running: str | None,
     logger: logging.Logger,
+    dockerfile_findings: list[Finding] | None = None,
 ) -> MemberBuild:
-    """Build and push one service (or carry its running digest), then scan what was built."""
+    """Build and push one service (or carry its running digest), scanning what was built
+    beside its push; ``dockerfile_findings`` are its Dockerfile's when all the release's
+    were scanned at once (``scan_dockerfiles``)."""
     pipeline = connections.pipeline
     svc = service(pipeline, name)
     target = Target(
@@ -92,17 +98,32 @@ def build_member(
         running=running,
         policy=TagPolicy.from_config(pipeline.registry),
     )
-    outcome = build_service(DockerEngine(connections.docker()), svc, target, logger)
-    if outcome.image is None:
-        return MemberBuild(outcome, None)
-    result = scan(
-        connections.trivy(),
-        outcome.image,
-        pipeline.scan,
-        dockerfile=svc.context / svc.dockerfile,
-        log=logger.info,
-    )
-    return MemberBuild(outcome, result)
+    scanned: list[ScanResult] = []
+
+    def scan_built(image: str, archive: Path) -> None:
+        scanned.append(
+            scan(
+                connections.trivy(),
+                image,
+                pipeline.scan,
+                dockerfile=svc.context / svc.dockerfile,
+                archive=archive,
+                log=logger.info,
+                dockerfile_findings=dockerfile_findings,
+            )
+        )
+
+    engine = DockerEngine(connections.docker())
+    outcome = build_service(engine, svc, target, logger, scan_built)
+    return MemberBuild(outcome, scanned[0] if outcome.image is not None else None)
+
+
+def scan_dockerfiles(connections: Connections) -> dict[str, list[Finding]] | None:
+    """Every service's Dockerfile findings from one trivy run, or None when the policy
+    scans no Dockerfile; a carried service's go unused."""
+    pipeline = connections.pipeline
+    files = {s.name: s.context / s.dockerfile for s in pipeline.members}
+    return dockerfile_scan(connections.trivy(), pipeline.scan, files)
 
 
 def _member(connections: Connections, svc: ServiceConfig, digest: str) -> Release:

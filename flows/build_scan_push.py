@@ -5,9 +5,11 @@ The push is not a promotion: the version tag it sets names the image, while the 
 that lets a release into integration is set only after the scan passed. So the two
 run at once, and a blocking finding still stops the release before any environment.
 
-A release of several services builds each in a task run of its own (its log a stream
-of its own), at most ``build_many.parallelism`` at once, then records the release
-artifact; a blocking finding in any member stops the release before any environment.
+A release of several services first scans every Dockerfile in one trivy run (a run's
+start costs more than its scan), then builds each service in a task run of its own
+(its log a stream of its own), at most ``build_many.parallelism`` at once, each image
+scanned beside its push, then records the release artifact; a blocking finding in any
+member stops the release before any environment.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from conveyor.config import Pipeline
 from conveyor.release import Release
 from conveyor.services_release import MemberBuild, release_version
 from conveyor.timeline import Timeline
-from tasks.build import build_image, build_member
+from tasks.build import build_image, build_member, scan_dockerfiles
 from tasks.evidence import attach_evidence, record_source
 from tasks.push import push_image, record_release, running_members
 from tasks.scan import scan_image
@@ -59,6 +61,7 @@ def _build_services(
     resolved, revision = release_version(config, version)
     running = running_members(config)
     names = [s.name for s in config.members]
+    dockerfiles = scan_dockerfiles(config) or {}
     # A runner of its own bounds the builds: the pool starts the next build the moment
     # one ends, where polling each future's state cost a server round trip a time.
     runner: ThreadPoolTaskRunner[MemberBuild] = ThreadPoolTaskRunner(
@@ -74,6 +77,7 @@ def _build_services(
                     "version": resolved,
                     "revision": revision,
                     "running": running.get(name),
+                    "dockerfile_findings": dockerfiles.get(name),
                 },
             )
             for name in names

@@ -7,6 +7,7 @@ from prefect.artifacts import create_table_artifact
 
 from conveyor import services_release, source
 from conveyor.clients.docker_engine import BuiltImage
+from conveyor.clients.trivy import Finding
 from conveyor.config import Pipeline
 from conveyor.scan_policy import enforce, findings_table
 from conveyor.services_release import MemberBuild
@@ -22,14 +23,28 @@ def build_image(pipeline: Pipeline, version: str | None) -> BuiltImage:
     return built
 
 
+@pipeline_task("scan Dockerfiles", retries=1)
+def scan_dockerfiles(pipeline: Pipeline) -> dict[str, list[Finding]] | None:
+    """The Dockerfile of every service of a release in one trivy run."""
+    with connections(pipeline) as c:
+        return services_release.scan_dockerfiles(c)
+
+
 @pipeline_task("build service", retries=2)
 def build_member(
-    pipeline: Pipeline, service: str, version: str, revision: str | None, running: str | None
+    pipeline: Pipeline,
+    service: str,
+    version: str,
+    revision: str | None,
+    running: str | None,
+    dockerfile_findings: list[Finding] | None = None,
 ) -> MemberBuild:
     """One service of a release: built, pushed and scanned (or carried), its log its own."""
     log = logger()
     with connections(pipeline) as c:
-        built = services_release.build_member(c, service, version, revision, running, log)
+        built = services_release.build_member(
+            c, service, version, revision, running, log, dockerfile_findings
+        )
     if built.scan is not None:
         for warning in built.scan.warnings:
             log.warning("scan: %s", warning)

@@ -135,6 +135,16 @@ def test_dockerfile_running_as_root_is_found(trivy_bin: str, tmp_path: Path) -> 
     root = [f for f in findings if f.id == "DS-0002"]
     assert root and root[0].kind == "misconfig" and root[0].target == "api.Dockerfile"
     assert root[0].location.startswith("api.Dockerfile:")
+    # A release's Dockerfiles in one trivy run: each finds what it finds alone, two
+    # files of one name kept apart. One trivy run more (~2 s).
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "api.Dockerfile").write_text('FROM scratch\nUSER 65534\nCMD ["/app"]\n')
+    trivy = Trivy(trivy_bin, cache_dir=tmp_path / "cache", timeout_s=120)
+    both = trivy.scan_dockerfiles({"api": dockerfile, "worker": other / "api.Dockerfile"})
+    assert sorted(both["api"], key=str) == sorted(findings, key=str)
+    assert "DS-0002" not in {f.id for f in both["worker"]}
+    assert all(f.target == "api.Dockerfile" for f in both["worker"])
 
 
 def _ignore_all(result: ScanResult, expires: dt.date) -> ScanPolicy:
@@ -239,6 +249,9 @@ def test_saved_archive_scans_like_the_engine_image(
     trivy = Trivy(trivy_bin, cache_dir=tmp_path / "cache", timeout_s=180)
     result = scan(trivy, planted[0], NO_VULN, archive=archive)
     assert "aws-access-key-id" in {f.id for f in result.blocking}
+    # Named by the image, as the engine's scan names them, never by the file.
+    assert not [f for f in result.findings if str(archive) in f"{f.target} {f.location}"]
+    assert planted[0] in {f.target for f in result.findings}
 
 
 def test_missing_trivy_binary_blocks(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -159,6 +160,16 @@ def parse_report(text: str) -> list[Finding]:
     return TrivyReport.model_validate_json(text).findings()
 
 
+def _retarget(finding: Finding, was: str, target: str) -> Finding:
+    """``finding`` with its target (and the location in it) named ``target``."""
+    if finding.target != was:
+        return finding
+    location = finding.location
+    if location == was or location.startswith(f"{was}:"):
+        location = target + location[len(was) :]
+    return replace(finding, target=target, location=location)
+
+
 class Trivy:
     """One trivy binary with one cache folder; each call is one bounded subprocess."""
 
@@ -217,8 +228,34 @@ class Trivy:
             args += ["--image-config-scanners", ",".join(config_scanners)]
         if "vuln" in scanners:
             args += self._db_args()
-        args += ["--input", str(archive)] if archive else ["--image-src", "docker", ref]
-        return self._run(args, f"image {ref}")
+        if archive is None:
+            return self._run([*args, "--image-src", "docker", ref], f"image {ref}")
+        found = self._run([*args, "--input", str(archive)], f"image {ref}")
+        # Named by the image, as a scan through the engine names them, not by the file.
+        return [_retarget(f, str(archive), ref) for f in found]
+
+    def scan_dockerfiles(self, dockerfiles: Mapping[str, Path]) -> dict[str, list[Finding]]:
+        """Misconfigurations of several Dockerfiles in one trivy run (each run spends a
+        second or more of CPU compiling its checks), by key; each finding as
+        ``scan_dockerfile`` of that file alone reports it."""
+        found: dict[str, list[Finding]] = {key: [] for key in dockerfiles}
+        if not dockerfiles:
+            return found
+        with tempfile.TemporaryDirectory(prefix="conveyor-dockerfiles-") as tmp:
+            # One folder per key, so files of one name stay apart and name their key.
+            for i, file in enumerate(dockerfiles.values()):
+                (Path(tmp) / str(i)).mkdir()
+                shutil.copyfile(file, Path(tmp) / str(i) / file.name)
+            names = sorted({re.escape(f.name) for f in dockerfiles.values()})
+            pattern = f"dockerfile:(^|/)({'|'.join(names)})$"
+            args = ["config", "--misconfig-scanners", "dockerfile", "--file-patterns", pattern]
+            listed = ", ".join(str(f) for f in dockerfiles.values())
+            findings = self._run([*args, tmp], f"Dockerfiles {listed}")
+        keys = list(dockerfiles)
+        for f in findings:
+            folder, _, name = f.target.partition("/")
+            found[keys[int(folder)]].append(_retarget(f, f.target, name))
+        return found
 
     def scan_dockerfile(self, dockerfile: Path) -> list[Finding]:
         """Misconfigurations of one Dockerfile, whatever its file name."""
