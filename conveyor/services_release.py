@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from conveyor.errors import NotFound
 from conveyor.promotion import TagPolicy
 from conveyor.release import Release
 from conveyor.release_set import (
+    MOUNTS,
     REF_NAME,
     RecordedRelease,
     ReleaseSet,
@@ -140,6 +142,14 @@ def _member(connections: Connections, svc: ServiceConfig, digest: str) -> Releas
     )
 
 
+def _members(connections: Connections, digests: dict[str, str]) -> tuple[Release, ...]:
+    """The file's services at ``digests``, in its order, their labels read side by side
+    (a manifest and a config read each, waiting on no other member's)."""
+    pipeline = connections.pipeline
+    with ThreadPoolExecutor(max_workers=min(MOUNTS, len(pipeline.members))) as pool:
+        return tuple(pool.map(lambda s: _member(connections, s, digests[s.name]), pipeline.members))
+
+
 def _as_release(recorded: RecordedRelease) -> Release:
     s = recorded.release
     return Release(
@@ -171,7 +181,7 @@ def record(
 ) -> Release:
     """The release artifact of these member digests, recorded in the registry."""
     pipeline = connections.pipeline
-    members = tuple(_member(connections, s, digests[s.name]) for s in pipeline.members)
+    members = _members(connections, digests)
     release_set = ReleaseSet(
         name=pipeline.release_name,
         registry=pipeline.registry.host,
@@ -202,7 +212,7 @@ def find_release(connections: Connections, digest: str) -> Release:
         digest=digest,
         version=notes.get(f"{OCI}.version", digest[7:19]),
         revision=notes.get(f"{OCI}.revision"),
-        members=tuple(_member(connections, s, listed[s.name]) for s in pipeline.members),
+        members=_members(connections, listed),
     )
 
 
