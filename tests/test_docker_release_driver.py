@@ -26,7 +26,7 @@ from conveyor.config import ServiceConfig, ServiceEnvironment, load_pipeline
 from conveyor.config.drivers import DockerDriverConfig
 from conveyor.config.environment import HealthConfig
 from conveyor.connections import Connections, secret_resolver
-from conveyor.drivers.docker_release import DockerReleaseDriver
+from conveyor.drivers.docker_release import DockerReleaseDriver, _levels
 from conveyor.errors import ConfigError, DeploymentFailed
 from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
@@ -358,3 +358,13 @@ def test_plan_shows_the_change_of_each_member(
     text = CliRunner().invoke(cli, args)
     assert text.exit_code == 0, text.output
     assert "update" in text.output and "--- api" in text.output
+
+
+def test_members_that_call_no_other_switch_in_one_level() -> None:
+    """No engine: the levels a deploy switches side by side, dependencies first."""
+
+    def svc(name: str, *deps: str) -> ServiceConfig:
+        return ServiceConfig(name=name, context=SHOP / "front", depends_on=list(deps))
+
+    services = [svc("d", "b", "c"), svc("b", "a"), svc("a"), svc("c")]
+    assert _levels(services) == [["a", "c"], ["b"], ["d"]]

@@ -13,6 +13,7 @@ member the release did not change keeps the container it has.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import docker
@@ -22,7 +23,7 @@ from docker.models.containers import Container
 from conveyor.clients.docker_engine import engine_errors
 from conveyor.config.drivers import DockerDriverConfig
 from conveyor.config.environment import HealthConfig
-from conveyor.config.services import ServiceConfig, ServiceEnvironment
+from conveyor.config.services import ServiceConfig, ServiceEnvironment, dependency_order
 from conveyor.drivers.base import DeployedState, DeployOutcome, Progress, no_progress
 from conveyor.drivers.docker import DockerDriver, managed_containers
 from conveyor.errors import ConfigError, ConveyorError, DeploymentFailed, TransientError
@@ -30,6 +31,9 @@ from conveyor.release import Release
 from conveyor.release_set import member_url_environment
 
 RECORD = "record"
+# Members started at once: each mostly waits on the engine and its health check, so
+# beyond the cores; few enough that the engine's own CPU work stays a short queue.
+DEPLOYS = 8
 LABEL_RELEASE = "dev.conveyor.release"
 LABEL_PREVIOUS = "dev.conveyor.release.previous"
 
@@ -57,6 +61,18 @@ def _ports(services: Sequence[ServiceConfig], environment: str) -> dict[str, int
     return ports
 
 
+def _levels(services: Sequence[ServiceConfig]) -> list[list[str]]:
+    """The members by dependency depth: the first level depends on nothing, each next
+    one only on members of the levels before it (no cycle: refused before any work)."""
+    depth: dict[str, int] = {}
+    for s in dependency_order(list(services)):
+        depth[s.name] = 1 + max((depth[d] for d in s.depends_on), default=-1)
+    return [
+        [n for n, d in depth.items() if d == level]
+        for level in range(max(depth.values(), default=-1) + 1)
+    ]
+
+
 def _prefixed(progress: Progress, member: str) -> Progress:
     return lambda message: progress(f"[{member}] {message}")
 
@@ -82,6 +98,7 @@ class DockerReleaseDriver:
         urls = member_url_environment({n: f"http://{config.host}:{p}" for n, p in ports.items()})
         # Dependencies first (``services`` comes in ``pipeline.members`` order).
         self.members: dict[str, DockerDriver] = {}
+        self.levels = _levels(services)
         for s in services:
             settings = s.environments.get(environment) or ServiceEnvironment()
             update = {"port": ports[s.name], "candidate_port": settings.candidate_port}
@@ -157,7 +174,10 @@ class DockerReleaseDriver:
 
     def status(self) -> DeployedState:
         record = self._record()
-        states = {n: d.status() for n, d in self.members.items()}
+        # Side by side: each member's is engine and HTTP round trips of its own.
+        with ThreadPoolExecutor(max_workers=min(DEPLOYS, len(self.members) or 1)) as pool:
+            found = {n: pool.submit(d.status) for n, d in self.members.items()}
+        states = {n: f.result() for n, f in found.items()}
         instances = tuple(replace(i, member=n) for n, s in states.items() for i in s.instances)
         detail = {f"{n}.{k}": v for n, s in states.items() for k, v in s.detail.items()}
         if record is None:
@@ -211,33 +231,63 @@ class DockerReleaseDriver:
             said += ("; " if said else "") + f"could NOT be returned: {', '.join(stuck)}"
         return said or "no member had been switched, nothing was changed"
 
+    def _switch_one(
+        self, n: str, release: Release, progress: Progress, rolling_back: bool
+    ) -> tuple[bool, bool]:
+        """One member to ``release``: (changed, it ran something before)."""
+        driver = self.members[n]
+        target = self._member(release, n)
+        said = _prefixed(progress, n)
+        before = driver.status()
+        if rolling_back and before.digest and before.previous_digest == target.digest:
+            driver.rollback(said)  # the image is local: no pull, no registry needed
+            return True, True
+        return driver.deploy(target, said).changed, before.digest is not None
+
     def _switch(self, release: Release, progress: Progress, rolling_back: bool) -> bool:
         """Every member to ``release``, dependencies first: a member is switched only
         once what it calls already runs the release's version, so a new front never
-        calls an old API. All or nothing: when one fails, the ones before it go back."""
+        calls an old API; the members of one level (none calls another) are switched
+        side by side, at most ``DEPLOYS`` at once. All or nothing: when one fails, the
+        rest of its level ends, and every member switched goes back."""
         switched: list[tuple[str, bool]] = []
-        for n, driver in self.members.items():
-            target = self._member(release, n)
-            said = _prefixed(progress, n)
-            before = driver.status()
-            try:
-                if rolling_back and before.digest and before.previous_digest == target.digest:
-                    driver.rollback(said)  # the image is local: no pull, no registry needed
-                    changed = True
+        for level in self.levels:
+            with ThreadPoolExecutor(max_workers=min(DEPLOYS, len(level))) as pool:
+                futures = {n: pool.submit(self._switch_one, n, release, progress, rolling_back)
+                           for n in level}  # fmt: skip
+            failed: list[tuple[str, ConveyorError]] = []
+            for n, future in futures.items():
+                exc = future.exception()
+                if exc is None:
+                    changed, had_before = future.result()
+                    if changed:
+                        switched.append((n, had_before))
+                elif isinstance(exc, ConveyorError):
+                    failed.append((n, exc))
                 else:
-                    changed = driver.deploy(target, said).changed
-            except ConveyorError as exc:
-                undone = self._undo(switched, progress)
-                if isinstance(exc, TransientError):
-                    progress(f"[{n}] failed ({exc}); {undone}")
-                    raise
-                raise DeploymentFailed(
-                    f"{self.environment}: member {n!r} of release {release.version} failed: "
-                    f"{exc}; {undone}"
-                ) from None
-            if changed:
-                switched.append((n, before.digest is not None))
+                    raise exc
+            if failed:
+                raise self._failed(release, failed, self._undo(switched, progress), progress)
         return bool(switched)
+
+    def _failed(
+        self,
+        release: Release,
+        failed: list[tuple[str, ConveyorError]],
+        undone: str,
+        progress: Progress,
+    ) -> ConveyorError:
+        """What a failed switch raises: DeploymentFailed naming each failed member, or
+        the transient error (for a retry) when every failure was one."""
+        lasting = [(n, exc) for n, exc in failed if not isinstance(exc, TransientError)]
+        if not lasting:
+            for n, exc in failed:
+                progress(f"[{n}] failed ({exc}); {undone}")
+            return failed[0][1]
+        said = "; ".join(
+            f"member {n!r} of release {release.version} failed: {exc}" for n, exc in lasting
+        )
+        return DeploymentFailed(f"{self.environment}: {said}; {undone}")
 
     def deploy(self, release: Release, progress: Progress = no_progress) -> DeployOutcome:
         if self.status().runs(release):
