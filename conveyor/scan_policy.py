@@ -161,18 +161,8 @@ def _scan_image(
     return (trivy.scan_image(image, rest, archive) if rest else []), list(rest)
 
 
-def _scans_dockerfiles(policy: ScanPolicy) -> bool:
+def scans_dockerfiles(policy: ScanPolicy) -> bool:
     return policy.dockerfile and "misconfig" in policy.scanners
-
-
-def scan_dockerfiles(
-    trivy: Trivy, policy: ScanPolicy, dockerfiles: dict[str, Path]
-) -> dict[str, list[Finding]] | None:
-    """Each Dockerfile's findings (by key) from one trivy run, for ``scan``'s
-    ``dockerfile_findings``; None when the policy scans no Dockerfile."""
-    if not _scans_dockerfiles(policy):
-        return None
-    return trivy.scan_dockerfiles(dockerfiles)
 
 
 def scan(
@@ -183,13 +173,13 @@ def scan(
     archive: Path | None = None,
     today: dt.date | None = None,
     log: Callable[[str], None] | None = None,
-    dockerfile_findings: list[Finding] | None = None,
+    dockerfile_findings: Callable[[], list[Finding]] | None = None,
 ) -> ScanResult:
     """Scan ``image`` (and ``dockerfile`` when the policy says so) and judge the findings.
 
-    ``dockerfile_findings`` are the Dockerfile's, when it was scanned already (a
-    release's Dockerfiles in one run, ``scan_dockerfiles``); ``dockerfile`` is then
-    not scanned again. Raises ``ScanBlocked`` only when it cannot scan (no DB with
+    ``dockerfile_findings`` waits for the Dockerfile's findings from a scan already
+    under way (a release's Dockerfiles in one trivy run), after the image's scan;
+    ``dockerfile`` is then not scanned again. Raises ``ScanBlocked`` only when it cannot scan (no DB with
     on_missing=fail, trivy failing); blocking findings are in the result for the
     caller to ``enforce``.
     """
@@ -197,11 +187,11 @@ def scan(
     with ThreadPoolExecutor(max_workers=2) as pool:
         # Two trivy processes side by side: each spends most of its time starting up.
         of_dockerfile = None
-        if dockerfile_findings is None and dockerfile is not None and _scans_dockerfiles(policy):
+        if dockerfile_findings is None and dockerfile is not None and scans_dockerfiles(policy):
             of_dockerfile = pool.submit(trivy.scan_dockerfile, dockerfile)
         findings, scanners = _scan_image(trivy, image, policy, archive, warnings)
         if dockerfile_findings is not None:
-            findings += dockerfile_findings
+            findings += dockerfile_findings()
             scanners.append("dockerfile")
         if of_dockerfile is not None:
             findings += of_dockerfile.result()

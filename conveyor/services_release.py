@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from conveyor.build_many import Outcome, Target, build_service
 from conveyor.clients.build_context import version_of
 from conveyor.clients.docker_engine import DockerEngine
-from conveyor.clients.trivy import Finding
+from conveyor.clients.trivy import Finding, Trivy
 from conveyor.config import EnvironmentConfig, Pipeline, ServiceConfig
 from conveyor.connections import Connections
 from conveyor.errors import NotFound
@@ -34,8 +36,7 @@ from conveyor.release_set import (
     promote_set,
     record_release,
 )
-from conveyor.scan_policy import ScanResult, scan
-from conveyor.scan_policy import scan_dockerfiles as dockerfile_scan
+from conveyor.scan_policy import ScanResult, scan, scans_dockerfiles
 from conveyor.source import OCI, image_labels
 
 RELEASE_ANNOTATION = "dev.conveyor.release.name"
@@ -84,11 +85,10 @@ def build_member(
     revision: str | None,
     running: str | None,
     logger: logging.Logger,
-    dockerfile_findings: list[Finding] | None = None,
+    dockerfiles: DockerfileScan | None = None,
 ) -> MemberBuild:
     """Build and push one service (or carry its running digest), scanning what was built
-    beside its push; ``dockerfile_findings`` are its Dockerfile's when all the release's
-    were scanned at once (``scan_dockerfiles``)."""
+    beside its push; its Dockerfile's findings come from ``dockerfiles`` when given."""
     pipeline = connections.pipeline
     svc = service(pipeline, name)
     target = Target(
@@ -103,6 +103,10 @@ def build_member(
     scanned: list[ScanResult] = []
 
     def scan_built(image: str, archive: Path) -> None:
+        of_dockerfile = None
+        if dockerfiles is not None:
+            dockerfiles.begin()  # beside this image's scan
+            of_dockerfile = partial(dockerfiles.findings, name)
         scanned.append(
             scan(
                 connections.trivy(),
@@ -111,7 +115,7 @@ def build_member(
                 dockerfile=svc.context / svc.dockerfile,
                 archive=archive,
                 log=logger.info,
-                dockerfile_findings=dockerfile_findings,
+                dockerfile_findings=of_dockerfile,
             )
         )
 
@@ -120,12 +124,47 @@ def build_member(
     return MemberBuild(outcome, scanned[0] if outcome.image is not None else None)
 
 
-def scan_dockerfiles(connections: Connections) -> dict[str, list[Finding]] | None:
-    """Every service's Dockerfile findings from one trivy run, or None when the policy
-    scans no Dockerfile; a carried service's go unused."""
-    pipeline = connections.pipeline
-    files = {s.name: s.context / s.dockerfile for s in pipeline.members}
-    return dockerfile_scan(connections.trivy(), pipeline.scan, files)
+class DockerfileScan:
+    """Every service's Dockerfile scanned in one trivy run (a run's start, compiling its
+    checks, costs more than a Dockerfile's scan), begun by the first member whose image
+    is scanned and running beside the builds; a release whose every member is carried
+    runs none. A failed run is raised to each member waiting, and run again by the
+    next that begins it (a task's retry)."""
+
+    def __init__(self, trivy: Trivy, files: dict[str, Path]) -> None:
+        self._trivy = trivy
+        self._files = files
+        self._lock = threading.Lock()
+        self._found: Future[dict[str, list[Finding]]] | None = None
+
+    @classmethod
+    def of(cls, connections: Connections) -> DockerfileScan | None:
+        """The release's shared Dockerfile scan; None when the policy scans none."""
+        pipeline = connections.pipeline
+        if not scans_dockerfiles(pipeline.scan):
+            return None
+        files = {s.name: s.context / s.dockerfile for s in pipeline.members}
+        return cls(connections.trivy(), files)
+
+    def begin(self) -> None:
+        with self._lock:
+            if self._found is not None and not (self._found.done() and self._found.exception()):
+                return
+            found = self._found = Future()
+        threading.Thread(target=self._run, args=(found,), name="dockerfiles", daemon=True).start()
+
+    def _run(self, found: Future[dict[str, list[Finding]]]) -> None:
+        try:
+            found.set_result(self._trivy.scan_dockerfiles(self._files))
+        except BaseException as exc:
+            found.set_exception(exc)
+
+    def findings(self, service: str) -> list[Finding]:
+        self.begin()
+        with self._lock:
+            found = self._found
+        assert found is not None  # begun just above
+        return found.result()[service]
 
 
 def _member(connections: Connections, svc: ServiceConfig, digest: str) -> Release:

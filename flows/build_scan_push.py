@@ -5,10 +5,10 @@ The push is not a promotion: the version tag it sets names the image, while the 
 that lets a release into integration is set only after the scan passed. So the two
 run at once, and a blocking finding still stops the release before any environment.
 
-A release of several services first scans every Dockerfile in one trivy run (a run's
-start costs more than its scan), then builds each service in a task run of its own
-(its log a stream of its own), at most ``build_many.parallelism`` at once, each image
-scanned beside its push, then records the release artifact; a blocking finding in any
+A release of several services builds each in a task run of its own (its log a stream
+of its own), at most ``build_many.parallelism`` at once, each image scanned beside its
+push and every Dockerfile in one trivy run beside the builds (a run's start costs
+more than its scan), then records the release artifact; a blocking finding in any
 member stops the release before any environment.
 """
 
@@ -20,11 +20,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from conveyor.build_many import parallelism
 from conveyor.config import Pipeline
 from conveyor.release import Release
-from conveyor.services_release import MemberBuild, release_version
+from conveyor.services_release import DockerfileScan, MemberBuild, release_version
 from conveyor.timeline import Timeline
-from tasks.build import build_image, build_member, scan_dockerfiles
+from tasks.build import build_image, build_member
 from tasks.evidence import attach_evidence, record_source
 from tasks.push import push_image, record_release, running_members
+from tasks.runtime import connections
 from tasks.scan import scan_image
 
 
@@ -61,7 +62,8 @@ def _build_services(
     resolved, revision = release_version(config, version)
     running = running_members(config)
     names = [s.name for s in config.members]
-    dockerfiles = scan_dockerfiles(config) or {}
+    with connections(config) as c:
+        dockerfiles = DockerfileScan.of(c)
     # A runner of its own bounds the builds: the pool starts the next build the moment
     # one ends, where polling each future's state cost a server round trip a time.
     runner: ThreadPoolTaskRunner[MemberBuild] = ThreadPoolTaskRunner(
@@ -77,7 +79,7 @@ def _build_services(
                     "version": resolved,
                     "revision": revision,
                     "running": running.get(name),
-                    "dockerfile_findings": dockerfiles.get(name),
+                    "dockerfiles": dockerfiles,
                 },
             )
             for name in names

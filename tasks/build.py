@@ -7,10 +7,9 @@ from prefect.artifacts import create_table_artifact
 
 from conveyor import services_release, source
 from conveyor.clients.docker_engine import BuiltImage
-from conveyor.clients.trivy import Finding
 from conveyor.config import Pipeline
 from conveyor.scan_policy import enforce, findings_table
-from conveyor.services_release import MemberBuild
+from conveyor.services_release import DockerfileScan, MemberBuild
 from tasks.runtime import connections, logger, pipeline_task
 
 
@@ -23,13 +22,6 @@ def build_image(pipeline: Pipeline, version: str | None) -> BuiltImage:
     return built
 
 
-@pipeline_task("scan Dockerfiles", retries=1)
-def scan_dockerfiles(pipeline: Pipeline) -> dict[str, list[Finding]] | None:
-    """The Dockerfile of every service of a release in one trivy run."""
-    with connections(pipeline) as c:
-        return services_release.scan_dockerfiles(c)
-
-
 @pipeline_task("build service", retries=2)
 def build_member(
     pipeline: Pipeline,
@@ -37,13 +29,14 @@ def build_member(
     version: str,
     revision: str | None,
     running: str | None,
-    dockerfile_findings: list[Finding] | None = None,
+    dockerfiles: DockerfileScan | None = None,
 ) -> MemberBuild:
-    """One service of a release: built, pushed and scanned (or carried), its log its own."""
+    """One service of a release: built, pushed and scanned (or carried), its log its own;
+    ``dockerfiles`` is the release's one Dockerfile scan, shared by its members."""
     log = logger()
     with connections(pipeline) as c:
         built = services_release.build_member(
-            c, service, version, revision, running, log, dockerfile_findings
+            c, service, version, revision, running, log, dockerfiles
         )
     if built.scan is not None:
         for warning in built.scan.warnings:

@@ -26,6 +26,7 @@ from conveyor.scan_policy import (
     scan,
     trivy_for,
 )
+from conveyor.services_release import DockerfileScan
 from tests.parts import free_port, missing, require_binary
 
 pytestmark = [pytest.mark.docker, pytest.mark.trivy]
@@ -141,10 +142,12 @@ def test_dockerfile_running_as_root_is_found(trivy_bin: str, tmp_path: Path) -> 
     other.mkdir()
     (other / "api.Dockerfile").write_text('FROM scratch\nUSER 65534\nCMD ["/app"]\n')
     trivy = Trivy(trivy_bin, cache_dir=tmp_path / "cache", timeout_s=120)
-    both = trivy.scan_dockerfiles({"api": dockerfile, "worker": other / "api.Dockerfile"})
-    assert sorted(both["api"], key=str) == sorted(findings, key=str)
-    assert "DS-0002" not in {f.id for f in both["worker"]}
-    assert all(f.target == "api.Dockerfile" for f in both["worker"])
+    shared = DockerfileScan(trivy, {"api": dockerfile, "worker": other / "api.Dockerfile"})
+    shared.begin()
+    assert sorted(shared.findings("api"), key=str) == sorted(findings, key=str)
+    worker = shared.findings("worker")
+    assert "DS-0002" not in {f.id for f in worker}
+    assert all(f.target == "api.Dockerfile" for f in worker)
 
 
 def _ignore_all(result: ScanResult, expires: dt.date) -> ScanPolicy:
@@ -247,8 +250,11 @@ def test_saved_archive_scans_like_the_engine_image(
         for chunk in docker_client.api.get_image(planted[0]):
             fh.write(chunk)
     trivy = Trivy(trivy_bin, cache_dir=tmp_path / "cache", timeout_s=180)
-    result = scan(trivy, planted[0], NO_VULN, archive=archive)
+    root = Finding("misconfig", "DS-0002", "HIGH", "root", "Dockerfile", "Dockerfile:3")
+    result = scan(trivy, planted[0], NO_VULN, archive=archive, dockerfile_findings=lambda: [root])
     assert "aws-access-key-id" in {f.id for f in result.blocking}
+    # The Dockerfile's findings of a scan already under way join the image's.
+    assert root in result.blocking and "dockerfile" in result.scanners
     # Named by the image, as the engine's scan names them, never by the file.
     assert not [f for f in result.findings if str(archive) in f"{f.target} {f.location}"]
     assert planted[0] in {f.target for f in result.findings}
