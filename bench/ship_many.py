@@ -5,17 +5,24 @@ member, records the release artifact and its evidence, then deploys the release 
 integration with the docker driver (every member a container of its own) and runs the
 checks there. Wall time is the CLI's, start to exit. Target: 20 services <= 2x one.
 
-Every round commits new content to every service, so each member is really built,
-scanned and pushed (no carry), and deployed over the release the round before left
-running (the first round of each size is a first deploy). Sizes alternate within a
+Every ship commits new content to every service, so each member is really built,
+scanned and pushed (no carry), and deployed over the release the ship before left
+running (the first ship of each size is a first deploy). Sizes alternate within a
 round, so load drifts hit every size alike; the figures are medians. Where the time of
 each run goes is read from the server's task runs (build task runs: span and mean).
+
+``--against DIR`` runs every round on a second checkout too (an export of the code
+before a change: ``git archive BASE | tar -x -C DIR``), the trees alternating within a
+round, so before and after are measured side by side under the same load: for each
+tree its deployments are registered and a worker started from it, and its code is
+what the CLI, the worker and the flow run import (PYTHONPATH).
 
 A second part times the build step alone (build_many.build_all: build and push, no
 Prefect) of 20 services at 1, min(20, CPUs) and 2x CPUs at a time, to show what the
 bound buys.
 
     PATH=.venv/bin:$PATH .venv/bin/python bench/ship_many.py [--runs 3] [--sizes 1,5,20]
+        [--against DIR]
 
 Starts its own Prefect server, registry (htpasswd) and worker on free ports of 127.0.0.1.
 """
@@ -23,10 +30,12 @@ Starts its own Prefect server, registry (htpasswd) and worker on free ports of 1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import logging
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,20 +49,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import docker
 
 from conveyor.build_many import Outcome, Target, build_all, build_service, parallelism
+from conveyor.cli.prefect_setup import ensure_pools, prefect_client
 from conveyor.clients.docker_engine import DockerEngine
 from conveyor.clients.registry import RegistryClient
 from conveyor.config import ServiceConfig
+from conveyor.localstack.deploy import work_pools
 from conveyor.promotion import TagPolicy
 from tests.parts import free_port
 from tests.pipeline_support import (
     PASSWORD_ENV,
+    POOL,
+    REPO,
     USER,
-    FlowProcess,
     Stack,
-    Worker,
     _git,
     check,
-    deploy_all,
+    descendants,
     start_stack,
     write_pipeline,
 )
@@ -66,6 +77,56 @@ USER 65534:65534
 ENV PORT=8080
 CMD ["/bin/busybox", "sh", "-c", "exec /bin/busybox httpd -f -p 127.0.0.1:$PORT -h /www"]
 """
+
+
+def _env(stack: Stack, tree: Path, **extra: str) -> dict[str, str]:
+    """A process of ``tree``'s code: it imports conveyor, flows and tasks from there."""
+    return stack.env(PYTHONPATH=str(tree), CONVEYOR_CHECKOUT=str(tree), **extra)
+
+
+class TreeWorker:
+    """``tree``'s deployments, and a process worker (polling every second) running its
+    flows: what pipeline_support's deploy_all and Worker do, for any checkout."""
+
+    def __init__(self, stack: Stack, tree: Path, log: Path) -> None:
+        env = _env(stack, tree)
+        with prefect_client(stack.prefect.api_url) as client:
+            ensure_pools(client, work_pools(tree))
+        with log.open("ab") as out:
+            subprocess.run(
+                [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+                cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=300, check=True,
+            )  # fmt: skip
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL],
+                cwd=tree,
+                env={**env, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"},
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def stop(self) -> None:
+        """SIGKILL the worker and every flow process it started, each by its pid."""
+        for pid in [*descendants(self.proc.pid), self.proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def ship(stack: Stack, tree: Path, pipeline: Path, log: Path, timeout: float) -> int:
+    """``conveyor ship -p pipeline`` with ``tree``'s CLI, to its end; its exit code."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from conveyor.cli.main import main; main()",
+             "ship", "-p", str(pipeline)],
+            cwd=tree, env=_env(stack, tree), stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait(10)
 
 
 def load() -> str:
@@ -147,41 +208,68 @@ def breakdown(stack: Stack, pipeline: Path) -> dict[str, float]:
     return out
 
 
-def ships(stack: Stack, root: Path, sizes: list[int], runs: int) -> None:
+Runs = dict[tuple[str, int], list[float]]
+Parts = dict[tuple[str, int], list[dict[str, float]]]
+
+
+def ships(stack: Stack, root: Path, sizes: list[int], runs: int, trees: dict[str, Path]) -> None:
     files = {n: pipeline_file(stack, root, n) for n in sizes}
-    walls: dict[int, list[float]] = {n: [] for n in sizes}
-    parts: dict[int, list[dict[str, float]]] = {n: [] for n in sizes}
+    walls: Runs = {(t, n): [] for t in trees for n in sizes}
+    parts: Parts = {(t, n): [] for t in trees for n in sizes}
+    shipped: set[int] = set()
     for run in range(runs):
-        for n in sizes:
-            if run:
-                sources(root / f"src{n}", n, f"round {run}")
-            log = root / f"ship-{n}-{run}.log"
-            start = time.perf_counter()
-            code = FlowProcess(stack, ["ship", "-p", str(files[n])], log).wait(1200)
-            wall = time.perf_counter() - start
-            if code != 0:
-                # The engine is shared: another user's image removal can take a cached
-                # layer from under a build. Said, and left out of the medians.
-                last = [line for line in log.read_text().splitlines() if "Failed" in line]
-                print(f"  round {run}: {n:2} services FAILED ({code}): {last[-1:]}", flush=True)
-                continue
-            walls[n].append(wall)
-            parts[n].append(breakdown(stack, files[n]))
-            shown = ", ".join(f"{k} {v:.1f}" for k, v in parts[n][-1].items() if v >= 0.5)
-            print(f"  round {run}: {n:2} services {wall:6.1f} s; {shown}   ({load()})", flush=True)
-    print(f"\nship through the worker, median of {runs} (s):")
-    if not parts[sizes[0]]:
+        # Each round starts with the tree the round before ended with: one switch less.
+        # The checkout compared against goes first: the first deploys are its.
+        order = list(reversed(trees)) if run % 2 == 0 else list(trees)
+        for name in order:
+            worker = TreeWorker(stack, trees[name], root / f"worker-{name}.log")
+            try:
+                for n in sizes:
+                    if n in shipped:
+                        sources(root / f"src{n}", n, f"round {run} {name}")
+                    shipped.add(n)
+                    _one(stack, root, trees[name], name, n, run, files[n], walls, parts)
+            finally:
+                worker.stop()
+    for name in trees:
+        _table(name, sizes, runs, walls, parts)
+
+
+def _one(
+    stack: Stack, root: Path, tree: Path, name: str, n: int, run: int, file: Path,
+    walls: Runs, parts: Parts,
+) -> None:  # fmt: skip
+    log = root / f"ship-{name}-{n}-{run}.log"
+    start = time.perf_counter()
+    code = ship(stack, tree, file, log, 1200)
+    wall = time.perf_counter() - start
+    if code != 0:
+        # The engine is shared: another user's image removal can take a cached
+        # layer from under a build. Said, and left out of the medians.
+        last = [line for line in log.read_text().splitlines() if "Failed" in line]
+        print(f"  round {run} {name}: {n:2} services FAILED ({code}): {last[-1:]}", flush=True)
         return
-    print(f"{'services':>9} {'wall':>7}  " + "  ".join(f"{k:>12}" for k in parts[sizes[0]][0]))
-    for n in [n for n in sizes if parts[n]]:
-        keys = parts[n][0].keys()
+    walls[name, n].append(wall)
+    parts[name, n].append(breakdown(stack, file))
+    shown = ", ".join(f"{k} {v:.1f}" for k, v in parts[name, n][-1].items() if v >= 0.5)
+    print(f"  round {run} {name}: {n:2} services {wall:6.1f} s; {shown}   ({load()})", flush=True)
+
+
+def _table(name: str, sizes: list[int], runs: int, walls: Runs, parts: Parts) -> None:
+    done = [n for n in sizes if parts[name, n]]
+    print(f"\n{name}: ship through the worker, median of {runs} (s):")
+    if not done:
+        return
+    keys = list(dict.fromkeys(k for n in done for p in parts[name, n] for k in p))
+    print(f"{'services':>9} {'wall':>7}  " + "  ".join(f"{k:>12}" for k in keys))
+    for n in done:
         cells = "  ".join(
-            f"{statistics.median(p.get(k, 0.0) for p in parts[n]):12.2f}" for k in keys
+            f"{statistics.median(p.get(k, 0.0) for p in parts[name, n]):12.2f}" for k in keys
         )
-        print(f"{n:>9} {statistics.median(walls[n]):7.2f}  {cells}")
-    if walls.get(1) and walls.get(20):
-        ratio = statistics.median(walls[20]) / statistics.median(walls[1])
-        print(f"20 services / 1 service: {ratio:.2f}x (target <= 2x)")
+        print(f"{n:>9} {statistics.median(walls[name, n]):7.2f}  {cells}")
+    if walls.get((name, 1)) and walls.get((name, 20)):
+        ratio = statistics.median(walls[name, 20]) / statistics.median(walls[name, 1])
+        print(f"{name}: 20 services / 1 service: {ratio:.2f}x (target <= 2x)")
 
 
 def builds_alone(stack: Stack, root: Path, runs: int) -> None:
@@ -223,21 +311,20 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,5,20")
     parser.add_argument("--alone-runs", type=int, default=2, help="0: no build-alone part")
     parser.add_argument("--keep", action="store_true", help="keep the folder (logs)")
+    parser.add_argument("--against", type=Path, help="a second checkout, run alternately")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    trees = {"this": REPO}
+    if args.against:
+        trees["against"] = args.against.resolve()
     root = Path(tempfile.mkdtemp(prefix="ship-many-"))
-    print(f"CPUs: {os.cpu_count()}; {load()}; folder {root}", flush=True)
+    print(f"CPUs: {os.cpu_count()}; {load()}; folder {root}; trees {trees}", flush=True)
     stack = start_stack(root)
-    worker: Worker | None = None
     try:
-        deploy_all(stack, root / "deploy.log")
-        worker = Worker(stack, root / "worker.log")
-        ships(stack, root, sizes, args.runs)
+        ships(stack, root, sizes, args.runs, trees)
         if args.alone_runs:
             builds_alone(stack, root, args.alone_runs)
     finally:
-        if worker is not None:
-            worker.stop()
         _remove_containers()
         stack.api.close()
         stack.prefect.stop()
