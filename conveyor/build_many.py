@@ -166,8 +166,8 @@ def _scanning(
 ) -> Iterator[None]:
     """``scan`` of the saved image in a thread while the body pushes it: the scanner
     reads a copy of the archive the push reads (no second ``docker save``), and its
-    start (trivy compiles its checks) overlaps the upload. Its error is raised after
-    the body's, once it ended."""
+    start (trivy compiles its checks) overlaps the upload. The scan is always waited
+    for; a failed push raises its own error, else a failed scan raises its."""
     if scan is None:
         yield
         return
