@@ -236,10 +236,6 @@ class DockerEngine:
         all_labels = {**oci_labels(context, tag, version, revision), **(labels or {})}
         # A dirty tree has no commit that describes it, so nothing to reproduce.
         epoch = commit_epoch(context, None if "-dirty" in version else revision)
-        # The classic builder turns every label it is given into a LABEL step of its own
-        # (a container created and committed each); the reproducible rewrite sets them
-        # all in the config at no step, so the builder gets them only when it is skipped.
-        build_labels = all_labels if epoch is None else {}
         fileobj, dockerfile_name = context_tar(context, dockerfile, mtime=epoch)
         with fileobj, engine_errors(f"build of {tag}"):
             stream = self._client.api.build(
@@ -248,7 +244,7 @@ class DockerEngine:
                 dockerfile=dockerfile_name,
                 tag=tag,
                 buildargs=dict(build_args or {}),
-                labels=build_labels,
+                labels=all_labels,
                 rm=True,
                 forcerm=True,
                 pull=False,
@@ -258,7 +254,7 @@ class DockerEngine:
             )
             image_id = self._follow_build(stream, tag, log)
         if epoch is not None:
-            image_id = self._reproducible(image_id or tag, tag, epoch, all_labels)
+            image_id = self._reproducible(image_id or tag, tag, epoch)
         with engine_errors(f"inspect of {tag}"):
             info = self._client.api.inspect_image(image_id or tag)
         return BuiltImage(
@@ -269,11 +265,10 @@ class DockerEngine:
             labels=dict((info.get("Config") or {}).get("Labels") or {}),
         )
 
-    def _reproducible(self, image: str, tag: str, epoch: int, labels: Mapping[str, str]) -> str:
-        """Rewrite the image's times to the commit's (see ``reproducible``) and add
-        ``labels``; its new id."""
+    def _reproducible(self, image: str, tag: str, epoch: int) -> str:
+        """Rewrite the image's times to the commit's (see ``reproducible``); its new id."""
         with self.save(image) as saved:
-            archive, image_id = reproducible.normalise(saved, epoch, tag, labels)
+            archive, image_id = reproducible.normalise(saved, epoch, tag)
         with archive, engine_errors(f"load of {tag}"):
             for chunk in self._client.api.load_image(archive):
                 if isinstance(chunk, dict) and ("error" in chunk or "errorDetail" in chunk):

@@ -25,7 +25,6 @@ import json
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Mapping
 from typing import IO, Any
 
 # Keys of a PAX header that carry a time; ``mtime`` is set from the member itself.
@@ -72,17 +71,9 @@ def _digest(fileobj: IO[bytes]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _normalised_config(
-    config: dict[str, Any], diff_ids: list[str], epoch: int, labels: Mapping[str, str]
-) -> bytes:
+def _normalised_config(config: dict[str, Any], diff_ids: list[str], epoch: int) -> bytes:
     when = rfc3339(epoch)
     config = dict(config)
-    if labels:
-        inner = dict(config.get("config") or {})
-        # Given labels win over the Dockerfile's, as the builder's LABEL steps after
-        # the Dockerfile's own would.
-        inner["Labels"] = {**(inner.get("Labels") or {}), **labels}
-        config["config"] = inner
     config["created"] = when
     config["history"] = [{**h, "created": when} for h in config.get("history") or []]
     config["rootfs"] = {**config.get("rootfs", {}), "diff_ids": diff_ids}
@@ -101,12 +92,9 @@ def _member_bytes(image: tarfile.TarFile, name: str) -> IO[bytes]:
     return found
 
 
-def normalise(
-    saved: IO[bytes], epoch: int, tag: str, labels: Mapping[str, str] | None = None
-) -> tuple[IO[bytes], str]:
+def normalise(saved: IO[bytes], epoch: int, tag: str) -> tuple[IO[bytes], str]:
     """From a ``docker save`` archive of one image, an archive for ``docker load`` of the
-    same image with its times from ``epoch`` and ``labels`` added, tagged ``tag``; and
-    the new image id."""
+    same image with its times from ``epoch``, tagged ``tag``; and the new image id."""
     out = spool()
     with (
         tarfile.open(fileobj=saved, mode="r:") as image,
@@ -131,7 +119,7 @@ def normalise(
             layers.append(layer_name)
             diff_ids.append(diff_id)
             layer.close()
-        config_bytes = _normalised_config(config, diff_ids, epoch, labels or {})
+        config_bytes = _normalised_config(config, diff_ids, epoch)
         image_id = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
         config_name = f"{image_id.split(':', 1)[1]}.json"
         _add_bytes(result, config_name, config_bytes, epoch)
