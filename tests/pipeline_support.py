@@ -104,12 +104,20 @@ class PrefectApi:
             )
         )
 
+    def _settled(self, run_id: str, state: dict[str, Any]) -> bool:
+        """False while a pause's form is not saved yet: Prefect sets the Suspended state
+        first, and the server refuses an answer until the form's schema is there."""
+        keyset = (state.get("state_details") or {}).get("run_input_keyset")
+        if state["type"] != "PAUSED" or not keyset:
+            return True
+        return self.http.get(f"/flow_runs/{run_id}/input/{keyset['schema']}").status_code == 200
+
     def wait_state(self, run_id: str, types: tuple[str, ...], timeout: float) -> dict[str, Any]:
-        return wait_for(
-            f"run {run_id} to reach {'/'.join(types)}",
-            lambda: s if (s := self.state(run_id))["type"] in types else None,
-            timeout,
-        )
+        def probe() -> dict[str, Any] | None:
+            state = self.state(run_id)
+            return state if state["type"] in types and self._settled(run_id, state) else None
+
+        return wait_for(f"run {run_id} to reach {'/'.join(types)}", probe, timeout)
 
     def wait_state_key(self, run_id: str, pause_key: str, timeout: float) -> dict[str, Any]:
         """The run's state once it paused under ``pause_key`` (or ended)."""
@@ -117,7 +125,9 @@ class PrefectApi:
         def probe() -> dict[str, Any] | None:
             state = self.state(run_id)
             key = (state.get("state_details") or {}).get("pause_key")
-            return state if key == pause_key or state["type"] in ENDED else None
+            if state["type"] in ENDED or (key == pause_key and self._settled(run_id, state)):
+                return state
+            return None
 
         return wait_for(f"run {run_id} to pause as {pause_key}", probe, timeout)
 

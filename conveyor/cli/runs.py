@@ -70,6 +70,17 @@ def _read_input(client: Any, run_id: UUID, key: str) -> str | None:
         raise
 
 
+def form_saved(client: Any, run: Any) -> bool:
+    """Whether a pause that waits for input can take an answer yet.
+
+    Prefect 3.9 sets the Suspended state before it saves the form's schema, and the
+    server refuses an answer in between ("Run input schema not found"): such a run is
+    not waiting for anyone yet.
+    """
+    keyset = run.state.state_details.run_input_keyset
+    return not keyset or _read_input(client, run.id, keyset["schema"]) is not None
+
+
 def _request(client: Any, run: Any, key: str | None) -> dict[str, Any]:
     raw = _read_input(client, run.id, REQUEST_PREFIX + key) if key else None
     if raw is None:
@@ -98,6 +109,8 @@ def waiting(client: Any) -> list[Waiting]:
     found = []
     for run in runs:
         details = run.state.state_details
+        if not form_saved(client, run):
+            continue
         req = _request(client, run, details.pause_key)
         params = run.parameters or {}
         found.append(
