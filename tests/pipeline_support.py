@@ -166,17 +166,36 @@ class PrefectApi:
         return dict(self._post(f"/flow_runs/{run_id}/resume", {"run_input": run_input}))
 
     def logs(self, run_id: str) -> list[str]:
-        """Every log line of the run and its task runs, paged."""
-        lines: list[str] = []
+        """Every log line of the run and its task runs, paged.
+
+        The flow process sends its logs in batches, the last ones after the run's final
+        state: for an ended run, wait (a little) for the engine's closing line.
+        """
+        entries = self._logs(run_id)
+        state = self.state(run_id)
+        # A pause that timed out is failed by the server, with no closing line to wait for.
+        by_server = "never resumed" in (state.get("message") or "")
+        if state["type"] in ("COMPLETED", "FAILED") and not by_server:
+            closing = f"Finished in state {state['name']}("
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not any(
+                e["task_run_id"] is None and e["message"].startswith(closing) for e in entries
+            ):
+                time.sleep(0.25)
+                entries = self._logs(run_id)
+        return [entry["message"] for entry in entries]
+
+    def _logs(self, run_id: str) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
         for offset in range(0, 20_000, 200):
             page = self._post(
                 "/logs/filter",
                 {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200, "offset": offset},
             )
-            lines += [entry["message"] for entry in page]
+            entries += page
             if len(page) < 200:
                 break
-        return lines
+        return entries
 
     def artifacts(self, run_id: str) -> list[dict[str, Any]]:
         return list(
