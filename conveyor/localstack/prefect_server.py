@@ -63,6 +63,8 @@ class PrefectServer:
             or f"sqlite+aiosqlite:///{self.home}/prefect.db",
             # Concurrency leases (conveyor's deploy locks) kept on disk survive a restart.
             PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE="prefect.server.concurrency.lease_storage.filesystem",
+            # Expired leases (a crashed run's deploy lock) are freed within 5 s, not 15.
+            PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS="5",
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_SERVER_API_HOST=self.host,
             PREFECT_SERVER_API_PORT=str(self.port),
