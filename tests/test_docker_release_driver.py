@@ -126,9 +126,11 @@ def pushed(
                 c.remove(force=True)
         images = docker_client.images.list(filters={"label": f"conveyor.test={result.name}"})
         # The sick API is built on api:2, and the engine removes no image under a child:
-        # it goes first, with its own untagged layers (no other build shares them).
+        # it goes first. Never with its untagged parents (noprune): a concurrent build of
+        # another test may be using one of them from the build cache this very moment,
+        # and fails with 'unable to find image'.
         for image in sorted(images, key=lambda i: not _sick(i)):
-            docker_client.images.remove(image.id, force=True, noprune=not _sick(image))
+            docker_client.images.remove(image.id, force=True, noprune=True)
         reg.stop()
 
 
