@@ -16,6 +16,6 @@ mypy conveyor flows tasks
 # Three test processes (each with its own Prefect server, registry and worker), whole
 # files to each, the longest files first (tests/conftest.py): most of a test's time is
 # spent waiting on Prefect, the engine and health checks, so three share 2 cores well
-# (measured side by side on an idle 2-core machine: 600 s at -n 2 in xdist's order,
+# (measured one after the other on an idle 2-core machine: 600 s at -n 2 in xdist order,
 # 468 s at -n 3 longest first); -n 0 (or -p no:xdist) runs everything in one.
 exec python -m pytest -q -ra -n 3 --dist loadfile --no-loadscope-reorder "$@"
