@@ -4,6 +4,7 @@ dependencies first, all or nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -129,8 +130,10 @@ def pushed(
         # it goes first. Never with its untagged parents (noprune): a concurrent build of
         # another test may be using one of them from the build cache this very moment,
         # and fails with 'unable to find image'.
+        # api:2 then still has the sick image's untagged parent as a child, and stays.
         for image in sorted(images, key=lambda i: not _sick(i)):
-            docker_client.images.remove(image.id, force=True, noprune=True)
+            with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+                docker_client.images.remove(image.id, force=True, noprune=True)
         reg.stop()
 
 
