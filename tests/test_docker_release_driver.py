@@ -4,7 +4,6 @@ dependencies first, all or nothing."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import secrets
@@ -16,7 +15,6 @@ from pathlib import Path
 import docker
 import httpx
 import pytest
-from docker.models.images import Image
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
@@ -126,19 +124,17 @@ def pushed(
             if c.labels.get("conveyor.app", "").startswith(result.name):
                 c.remove(force=True)
         images = docker_client.images.list(filters={"label": f"conveyor.test={result.name}"})
-        # The sick API is built on api:2, and the engine removes no image under a child:
-        # it goes first. Never with its untagged parents (noprune): a concurrent build of
-        # another test may be using one of them from the build cache this very moment,
-        # and fails with 'unable to find image'.
-        # api:2 then still has the sick image's untagged parent as a child, and stays.
-        for image in sorted(images, key=lambda i: not _sick(i)):
-            with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+        # Never with their untagged parents (noprune): a concurrent build of another test
+        # may be using one from the build cache this very moment, and fails with 'unable
+        # to find image'. The sick API is built on api:2, so its kept parent stays a child
+        # of api:2, which the engine then refuses to remove (409): api:2 stays too.
+        for image in images:
+            try:
                 docker_client.images.remove(image.id, force=True, noprune=True)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
         reg.stop()
-
-
-def _sick(image: Image) -> bool:
-    return any(tag.endswith(":sick") for tag in image.tags)
 
 
 def _release(pushed: Pushed, version: str, **members: str) -> Release:
