@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
+from tests import images
 from tests.parts import free_port, missing
 
 # Whole files go to the test processes (--dist loadfile) in the order collected
@@ -34,6 +35,20 @@ HEAVIEST_FIRST = (
     "test_sim_marathon_checks",
     "test_pipeline_config",
 )
+
+
+def _runs_the_session(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput")  # xdist's workers have it, the controller not
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _runs_the_session(config):
+        images.start_session()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _runs_the_session(config):
+        images.end_session()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -30,6 +30,7 @@ from conveyor.cli.prefect_setup import ensure_pools, prefect_client
 from conveyor.localstack.deploy import work_pools
 from conveyor.localstack.prefect_server import PrefectServer
 from conveyor.localstack.registry import RegistryServer
+from tests.images import discard
 from tests.parts import free_port, missing, require_binary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -372,9 +373,7 @@ class App:
             all=True, filters={"label": f"conveyor.app={self.name}"}
         ):
             container.remove(force=True)
-        for tag in self.local_tags():
-            with contextlib.suppress(docker.errors.NotFound):
-                self.docker.images.remove(tag, force=True, noprune=True)
+        discard(*self.local_tags())
 
 
 def new_app(stack: Stack, docker_client: docker.DockerClient, root: Path) -> App:

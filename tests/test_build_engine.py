@@ -24,36 +24,30 @@ from conveyor.errors import (
     TransientError,
 )
 from conveyor.localstack.registry import RegistryServer
+from tests.images import discard
 from tests.parts import free_port, missing, require_binary
 
 pytestmark = pytest.mark.docker
 
 HELLO = Path(__file__).resolve().parent.parent / "examples" / "hello"
 BUSYBOX = Path("/usr/bin/busybox")
-# Every image reference the tests make, removed when the module is done.
-_MADE: list[str] = []
 
 
 @pytest.fixture(scope="module")
-def engine(docker_client: docker.DockerClient) -> Iterator[DockerEngine]:
-    """The engine client; every image reference made through ``made`` is removed at the end."""
-    eng = DockerEngine(docker_client, build_timeout_s=300)
-    yield eng
-    for ref in _MADE:
-        eng.remove_image(ref)
-    _MADE.clear()
+def engine(docker_client: docker.DockerClient) -> DockerEngine:
+    return DockerEngine(docker_client, build_timeout_s=300)
 
 
 def _tag(name: str) -> str:
     tag = f"conveyor-test/{name}:{uuid.uuid4().hex[:10]}"
-    _MADE.append(tag)
+    discard(tag)
     return tag
 
 
 def _hello_repo(registry: str, tag: str) -> str:
-    """team/hello in ``registry``; its ``tag`` is removed with the rest at the end."""
+    """team/hello in ``registry``; its ``tag`` is removed when the session ends."""
     repo = f"{registry}/team/hello"
-    _MADE.append(f"{repo}:{tag}")
+    discard(f"{repo}:{tag}")
     return repo
 
 

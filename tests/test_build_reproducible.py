@@ -17,6 +17,7 @@ import docker
 import pytest
 
 from conveyor.clients.docker_engine import OCI, BuiltImage, DockerEngine
+from tests.images import discard
 from tests.parts import missing
 
 pytestmark = pytest.mark.docker
@@ -97,5 +98,4 @@ def test_concurrent_builds_of_one_commit_from_two_clones_give_one_image(
         )
         assert served == b"1.0\n"
     finally:
-        for tag in tags:
-            engine.remove_image(tag)
+        discard(*tags)

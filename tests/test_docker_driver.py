@@ -21,6 +21,7 @@ from conveyor.drivers.docker import DockerDriver
 from conveyor.errors import AuthenticationFailed, DeploymentFailed
 from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
+from tests.images import discard_labelled
 from tests.marathon_support import build_and_push, hello_context, push_auth, start_registry
 from tests.parts import free_port
 
@@ -102,8 +103,7 @@ def shipped(
     finally:
         for c in docker_client.containers.list(all=True, filters={"label": f"conveyor.app={app}"}):
             c.remove(force=True)
-        for image in docker_client.images.list(filters={"label": f"conveyor.test={app}"}):
-            docker_client.images.remove(image.id, force=True, noprune=True)
+        discard_labelled(docker_client, f"conveyor.test={app}")
         reg.stop()
 
 
@@ -257,6 +257,8 @@ def test_wrong_registry_password_is_terminal(
     release = _build_and_push(
         docker_client, shipped.registry, shipped.auth, shipped.app, "auth", _context(), {}
     )
+    # Removed now, not at the session's end (tests/images.py): no other build has its last
+    # step, the label of this module's own app, as a cached step.
     docker_client.images.remove(release.image.split("@")[0] + ":auth", force=True, noprune=True)
     wrong = {"username": USER, "password": "wrong"}
     driver = _driver(docker_client, shipped, http, "badauth", free_port(), auth=wrong)

@@ -31,6 +31,7 @@ from conveyor.localstack.registry import RegistryServer
 from conveyor.release import Release
 from conveyor.release_set import ReleaseSet, record_release
 from conveyor.source import find_release
+from tests.images import discard_labelled
 from tests.marathon_support import push, push_auth, start_registry
 from tests.parts import free_port
 
@@ -123,17 +124,7 @@ def pushed(
         for c in docker_client.containers.list(all=True, filters={"label": "conveyor.managed=1"}):
             if c.labels.get("conveyor.app", "").startswith(result.name):
                 c.remove(force=True)
-        images = docker_client.images.list(filters={"label": f"conveyor.test={result.name}"})
-        # Never with their untagged parents (noprune): a concurrent build of another test
-        # may be using one from the build cache this very moment, and fails with 'unable
-        # to find image'. The sick API is built on api:2, so its kept parent stays a child
-        # of api:2, which the engine then refuses to remove (409): api:2 stays too.
-        for image in images:
-            try:
-                docker_client.images.remove(image.id, force=True, noprune=True)
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:
-                    raise
+        discard_labelled(docker_client, f"conveyor.test={result.name}")
         reg.stop()
 
 

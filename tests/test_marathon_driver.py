@@ -18,6 +18,7 @@ from conveyor.drivers.marathon import MarathonDriver
 from conveyor.errors import DeploymentFailed
 from conveyor.release import Release
 from tests.background import Background
+from tests.images import discard_repository
 from tests.marathon_support import Sim, build_and_push, fast_template, run_sim, start_registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
@@ -43,8 +44,7 @@ def images(
             sick=build_and_push(docker_client, reg, app, "sick", with_health=False),
         )
     finally:
-        for image in docker_client.images.list(name=f"{reg.address}/conveyor/{app}"):
-            docker_client.images.remove(image.id, force=True, noprune=True)
+        discard_repository(docker_client, f"{reg.address}/conveyor/{app}")
         reg.stop()
 
 

@@ -20,6 +20,7 @@ from conveyor.config.drivers import MarathonDriverConfig
 from conveyor.drivers.marathon_release import MarathonReleaseDriver, MemberSpec
 from conveyor.errors import DeploymentFailed
 from conveyor.release import Release
+from tests.images import discard_repository
 from tests.marathon_support import Sim, build_and_push, fast_template, run_sim, start_registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.registry]
@@ -37,8 +38,7 @@ def images(
             build_and_push(docker_client, reg, app, "2.0"),
         )
     finally:
-        for image in docker_client.images.list(name=f"{reg.address}/conveyor/{app}"):
-            docker_client.images.remove(image.id, force=True, noprune=True)
+        discard_repository(docker_client, f"{reg.address}/conveyor/{app}")
         reg.stop()
 
 

@@ -20,6 +20,7 @@ from conveyor.errors import ImmutableTagViolation
 from conveyor.localstack.registry import RegistryServer
 from conveyor.promotion import TagPolicy
 from conveyor.publish import DOCKER_MANIFEST, Published, publish
+from tests.images import discard
 from tests.parts import missing, require_binary
 from tests.test_build_reproducible import _source
 
@@ -85,10 +86,9 @@ def test_eight_concurrent_publications_of_one_commit_end_with_one_digest(
         )
         assert pulled.id == docker_client.images.get(tags[0]).id
     finally:
-        for tag in tags:
-            engine.remove_image(tag)
+        discard(*tags)
         if under_tag:
-            engine.remove_image(f"{server.address}/{repository}@{under_tag}")
+            discard(f"{server.address}/{repository}@{under_tag}")
 
 
 def test_a_version_tag_is_never_moved_to_another_image(
@@ -127,5 +127,4 @@ def test_a_version_tag_is_never_moved_to_another_image(
                 )
             assert moved.digest != first.digest and not moved.already
     finally:
-        for page in ("one", "two"):
-            engine.remove_image(f"conveyor-test/other:{page}")
+        discard("conveyor-test/other:one", "conveyor-test/other:two")

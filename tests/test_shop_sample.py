@@ -19,6 +19,7 @@ import pytest
 from docker.models.containers import Container
 
 from conveyor.clients.build_context import context_tar
+from tests.images import discard_labelled
 from tests.parts import free_port, require_binary
 
 pytestmark = [pytest.mark.docker]
@@ -61,8 +62,7 @@ def images(docker_client: docker.DockerClient) -> Iterator[dict[str, str]]:
             all=True, filters={"label": f"conveyor.test={LABEL}"}
         ):
             c.remove(force=True)
-        for image in docker_client.images.list(filters={"label": f"conveyor.test={LABEL}"}):
-            docker_client.images.remove(image.id, force=True, noprune=True)
+        discard_labelled(docker_client, f"conveyor.test={LABEL}")
 
 
 def _url(port: int) -> str:

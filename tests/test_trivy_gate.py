@@ -7,7 +7,6 @@ import os
 import secrets
 import string
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -27,6 +26,7 @@ from conveyor.scan_policy import (
     trivy_for,
 )
 from conveyor.services_release import DockerfileScan
+from tests.images import discard
 from tests.parts import free_port, missing, require_binary
 
 pytestmark = [pytest.mark.docker, pytest.mark.trivy]
@@ -51,20 +51,15 @@ def trivy_bin() -> str:
 
 
 @pytest.fixture(scope="module")
-def engine(docker_client: docker.DockerClient) -> Iterator[tuple[DockerEngine, list[str]]]:
-    made: list[str] = []
-    eng = DockerEngine(docker_client, build_timeout_s=300)
-    yield eng, made
-    for ref in made:
-        eng.remove_image(ref)
+def eng(docker_client: docker.DockerClient) -> DockerEngine:
+    return DockerEngine(docker_client, build_timeout_s=300)
 
 
 @pytest.fixture(scope="module")
 def planted(
-    engine: tuple[DockerEngine, list[str]], tmp_path_factory: pytest.TempPathFactory
+    eng: DockerEngine, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, tuple[str, str]]:
     """An image (no USER) carrying a fake AWS credentials file; returns (tag, key pair)."""
-    eng, made = engine
     key_id, secret = _fake_aws_key()
     ctx = tmp_path_factory.mktemp("planted")
     (ctx / "credentials").write_text(
@@ -72,7 +67,7 @@ def planted(
     )
     (ctx / "Dockerfile").write_text("FROM scratch\nCOPY credentials /app/credentials\n")
     tag = f"conveyor-test/planted:{uuid.uuid4().hex[:10]}"
-    made.append(tag)
+    discard(tag)
     eng.build(ctx, Path("Dockerfile"), tag, labels={"conveyor.test": "1"})
     return tag, (key_id, secret)
 
@@ -198,12 +193,11 @@ def test_fixed_only_and_blocking_severities() -> None:
 
 
 @pytest.fixture(scope="module")
-def hello_image(engine: tuple[DockerEngine, list[str]]) -> str:
+def hello_image(eng: DockerEngine) -> str:
     if not Path("/usr/bin/busybox").is_file():
         missing("busybox-static", "apt-get install busybox-static")
-    eng, made = engine
     tag = f"conveyor-test/hello:{uuid.uuid4().hex[:10]}"
-    made.append(tag)
+    discard(tag)
     eng.build(HELLO, Path("Dockerfile"), tag, build_args={"VERSION": "scan"})
     return tag
 

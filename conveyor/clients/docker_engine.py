@@ -363,15 +363,3 @@ class DockerEngine:
             raise
         saved.seek(0)
         return saved
-
-    def remove_image(self, ref: str) -> None:
-        """Remove a local image reference (tests and housekeeping); a missing one is fine.
-
-        Its untagged parents stay (``docker image prune`` takes them): a build running
-        beside this on the same engine may be reusing them as its cache, and fails with
-        "unable to find image" when they go mid-build."""
-        try:
-            with engine_errors(f"remove {ref}"):
-                self._client.api.remove_image(ref, force=True, noprune=True)
-        except NotFound:
-            return
