@@ -29,7 +29,11 @@ def start_session() -> None:
 
 
 def discard(*refs: str) -> None:
-    """Note image references (tags or ids) for removal when the session ends."""
+    """Note image references (tags or ids) for removal when the session ends; outside a
+    test session (the benches use the same support) remove them now."""
+    if _DIR not in os.environ:
+        _remove_now(set(refs))
+        return
     notes = Path(os.environ[_DIR]) / f"{os.getpid()}.txt"
     with notes.open("a") as out:
         out.writelines(f"{ref}\n" for ref in refs)
@@ -48,16 +52,20 @@ def discard_repository(client: docker.DockerClient, name: str) -> None:
 def end_session() -> None:
     """Remove what the session noted, with the untagged parents nobody else uses."""
     folder = Path(os.environ.pop(_DIR))
-    refs = {ref for notes in folder.glob("*.txt") for ref in notes.read_text().split()}
-    if refs:
-        client = docker.from_env(timeout=60)
-        try:
-            _remove(client, refs)
-        finally:
-            client.close()
+    _remove_now({ref for notes in folder.glob("*.txt") for ref in notes.read_text().split()})
     for notes in folder.glob("*.txt"):
         notes.unlink()
     folder.rmdir()
+
+
+def _remove_now(refs: set[str]) -> None:
+    if not refs:
+        return
+    client = docker.from_env(timeout=60)
+    try:
+        _remove(client, refs)
+    finally:
+        client.close()
 
 
 def _remove(client: docker.DockerClient, refs: set[str]) -> None:
