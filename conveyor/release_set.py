@@ -165,27 +165,22 @@ class HalfTagged(ConveyorError):
 def promote_set(
     client: RegistryClient, recorded: RecordedRelease, tag: str, *, policy: TagPolicy
 ) -> SetPromotion:
-    """Move ``tag`` to every member and then to the release artifact, or to none."""
-    plan = [_Tag(m.repository, m.digest, b"", "") for m in recorded.release.members]
-    plan.append(_Tag(recorded.release.repository, recorded.digest, b"", ""))
-    for t in plan:
-        before = policy.check(client, t.repository, tag, t.digest)
-        if before is not None and before != t.digest:
-            t.previous = client.get_manifest(t.repository, before)
-        if before != t.digest:
-            target = client.get_manifest(t.repository, t.digest)
-            t.data, t.media_type = target.data, target.media_type
+    """Move ``tag`` to every member and then to the release artifact, or to none.
+
+    Members are read and then tagged side by side (each a few round trips that wait on
+    no other's); the artifact is tagged last, so an environment's tag on it always means
+    every member carries that tag too."""
+    members = [_Tag(m.repository, m.digest, b"", "") for m in recorded.release.members]
+    artifact = _Tag(recorded.release.repository, recorded.digest, b"", "")
     result = SetPromotion(tag)
     written: list[_Tag] = []
-    try:
-        for t in plan:
-            if not t.data:
-                continue
-            written.append(t)
-            client.put_manifest(t.repository, tag, t.data, t.media_type)
-            result.changed.append(t.repository)
-    except ConveyorError as exc:
-        raise _restore(client, tag, written, exc) from exc
+    with ThreadPoolExecutor(max_workers=min(MOUNTS, len(members) + 1)) as pool:
+        list(pool.map(lambda t: _read(client, t, tag, policy), [*members, artifact]))
+        try:
+            for batch in ([t for t in members if t.data], [artifact] if artifact.data else []):
+                _write(pool, client, tag, batch, written, result)
+        except ConveyorError as exc:
+            raise _restore(client, tag, written, exc) from exc
     log.info(
         "promoted release %s to %s (%d tags moved)",
         recorded.release.id[:12],
@@ -193,6 +188,42 @@ def promote_set(
         len(result.changed),
     )
     return result
+
+
+def _read(client: RegistryClient, t: _Tag, tag: str, policy: TagPolicy) -> None:
+    """What ``tag`` names now in ``t``'s repository (kept for a restore), and what to write."""
+    before = policy.check(client, t.repository, tag, t.digest)
+    if before is not None and before != t.digest:
+        t.previous = client.get_manifest(t.repository, before)
+    if before != t.digest:
+        target = client.get_manifest(t.repository, t.digest)
+        t.data, t.media_type = target.data, target.media_type
+
+
+def _write(
+    pool: ThreadPoolExecutor,
+    client: RegistryClient,
+    tag: str,
+    batch: list[_Tag],
+    written: list[_Tag],
+    result: SetPromotion,
+) -> None:
+    """PUT ``tag`` on every manifest of ``batch`` at once; the first refusal is raised
+    once all have answered, with every one tried in ``written`` for the restore."""
+    written.extend(batch)
+    futures = [
+        pool.submit(client.put_manifest, t.repository, tag, t.data, t.media_type) for t in batch
+    ]
+    refused: list[ConveyorError] = []
+    for t, future in zip(batch, futures, strict=True):
+        try:
+            future.result()
+        except ConveyorError as exc:
+            refused.append(exc)
+        else:
+            result.changed.append(t.repository)
+    if refused:
+        raise refused[0]
 
 
 def _restore(
