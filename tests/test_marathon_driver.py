@@ -125,14 +125,20 @@ def test_failing_health_rolls_back_and_names_the_tasks(
 ) -> None:
     with closing(make_driver(sim, tmp_path, deploy_timeout_s=6)) as driver:
         driver.deploy(images.v1)
+        driver.deploy(images.v2)
         with pytest.raises(DeploymentFailed) as info:
             driver.deploy(images.sick)
         message = str(info.value)
         assert images.sick.image in message and "rolled back" in message
         assert "health check failing" in message or "no passing health check" in message
         state = driver.status()
-        assert state.digest == images.v1.digest and state.healthy
+        assert state.digest == images.v2.digest and state.healthy
         assert not [d for d in sim.state()["deployments"] if driver.app_id in str(d)]
+        # The newest stored version of another image is the one that failed: what a
+        # rollback restores (and conveyor gc keeps) is the release that ran before.
+        assert state.previous_digest == images.v1.digest
+        back = driver.rollback()
+        assert back.state.digest == images.v1.digest and back.state.healthy
 
 
 def test_deployment_timeout_reverts_the_deployment(

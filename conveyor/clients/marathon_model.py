@@ -21,6 +21,8 @@ Definition = dict[str, Any]
 LABEL_DIGEST = "conveyor.digest"
 LABEL_VERSION = "conveyor.version"
 LABEL_REVISION = "conveyor.revision"
+# The digest the app ran before this release went in: what a rollback restores.
+LABEL_PREVIOUS = "conveyor.previous-digest"
 
 
 class MarathonBody(BaseModel):

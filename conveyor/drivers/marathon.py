@@ -20,6 +20,7 @@ import httpx
 from conveyor.clients.dcos import DcosClient
 from conveyor.clients.marathon import EventWatch
 from conveyor.clients.marathon_model import (
+    LABEL_PREVIOUS,
     LABEL_VERSION,
     App,
     Definition,
@@ -89,6 +90,8 @@ class MarathonDriver:
         return self._state(app, self._previous_digest(app))
 
     def _previous_digest(self, app: App) -> str | None:
+        if LABEL_PREVIOUS in app.labels:
+            return app.labels[LABEL_PREVIOUS]
         previous = self._previous(app)
         return previous.digest if previous else None
 
@@ -116,16 +119,29 @@ class MarathonDriver:
         return self._version_digests[version]
 
     def _previous(self, app: App) -> App | None:
-        """The newest earlier definition that ran another image."""
+        """The newest stored definition of the release the app ran before this one (its
+        label): after a failed deploy is put back, the newest version of another image is
+        the one that failed, so versions alone cannot tell. An app deployed without the
+        label falls back to the newest version of another image."""
+        named = app.labels.get(LABEL_PREVIOUS)
         for version in self.client.versions(self.app_id)[:MAX_VERSIONS]:
             definition = self.client.app_version(self.app_id, version)
-            if definition.image != app.image:
+            if definition.digest == named if named else definition.image != app.image:
                 return definition
         return None
 
+    def _render(self, release: Release, current: App | None) -> tuple[Definition, str | None]:
+        """What ``deploy`` sends for ``release`` over ``current``, and the digest it names
+        as run before."""
+        before = current.digest if current else None
+        if current is not None and before == release.digest:
+            # A rerun of a deploy of this release keeps the release named before it.
+            before = self._previous_digest(current)
+        return render(self._template, self.app_id, release, previous=before), before
+
     def plan(self, release: Release) -> str:
-        desired = render(self._template, self.app_id, release)
         current = self.client.find_app(self.app_id)
+        desired, _ = self._render(release, current)
         before = normalise(current.definition()) if current else {}
         after = overlay(before, desired) if current else desired
         if before == after:
@@ -143,8 +159,8 @@ class MarathonDriver:
     # --- deploying --------------------------------------------------------
 
     def deploy(self, release: Release, progress: Progress = no_progress) -> DeployOutcome:
-        desired = render(self._template, self.app_id, release)
         current = self.client.find_app(self.app_id, TASK_EMBED)
+        desired, before = self._render(release, current)
         previous = normalise(current.definition()) if current else None
         if previous is not None and overlay(previous, desired) == previous:
             return self._settle(release, progress)
@@ -156,9 +172,6 @@ class MarathonDriver:
             self._fail(release, {deployment}, previous, progress)
         # The app read that proved the rollout is the state: no second round of reads
         # delays the flow's next task.
-        before = current.digest if current else None
-        if before == release.digest and current is not None:
-            before = self._previous_digest(current)
         state = self._state(seen[-1], before)
         return DeployOutcome(
             state, True, f"{self.app_id} runs {release.version} ({release.short}) healthy"

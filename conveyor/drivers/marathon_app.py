@@ -14,6 +14,7 @@ from pathlib import Path
 
 from conveyor.clients.marathon_model import (
     LABEL_DIGEST,
+    LABEL_PREVIOUS,
     LABEL_REVISION,
     LABEL_VERSION,
     App,
@@ -61,8 +62,11 @@ def load_template(path: Path) -> Definition:
     return data
 
 
-def render(template: Definition, app_id: str, release: Release) -> Definition:
-    """The definition ``deploy`` sends: the template, pinned to the release's digest."""
+def render(
+    template: Definition, app_id: str, release: Release, *, previous: str | None = None
+) -> Definition:
+    """The definition ``deploy`` sends: the template, pinned to the release's digest, and
+    naming ``previous``, the digest the app ran before, when there was one."""
     app = copy.deepcopy(template)
     app["id"] = "/" + app_id.strip("/")
     container = app.setdefault("container", {"type": "DOCKER"})
@@ -74,6 +78,10 @@ def render(template: Definition, app_id: str, release: Release) -> Definition:
         labels[LABEL_REVISION] = release.revision
     else:
         labels.pop(LABEL_REVISION, None)
+    if previous:
+        labels[LABEL_PREVIOUS] = previous
+    else:
+        labels.pop(LABEL_PREVIOUS, None)
     app["labels"] = labels
     return app
 
