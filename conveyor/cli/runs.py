@@ -22,6 +22,9 @@ from conveyor.errors import ConveyorError
 # the run's pause key (see flows/approval_gate.py).
 REQUEST_PREFIX = "conveyor-request-"
 POLL_S = 1.0
+# How long an ended or paused run's last log lines are waited for, and how often asked.
+LAST_LOGS_S = 2.0
+LAST_LOGS_POLL_S = 0.2
 TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -175,6 +178,15 @@ def log_line(message: str) -> str:
     return head.rstrip() or message.splitlines()[0]
 
 
+def _closing(entry: Any) -> str | None:
+    """The state named by the engine's last line of a run that ended in its process: the
+    flow's own (no task run) "Finished in state NAME(...)" line."""
+    head, found, rest = str(entry.message).partition("Finished in state ")
+    if entry.task_run_id is not None or head or not found:
+        return None
+    return rest.partition("(")[0]
+
+
 def follow(
     client: Any,
     run_id: UUID,
@@ -187,24 +199,31 @@ def follow(
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import LogSort
 
-    seen = 0
+    seen, closed = 0, set()
     flt = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))
     deadline = time.monotonic() + timeout_s
+    settled_at: float | None = None
     while True:
         run = client.read_flow_run(run_id)
         logs = client.read_logs(log_filter=flt, sort=LogSort.TIMESTAMP_ASC, offset=seen, limit=200)
         for entry in logs:
+            closed.add(_closing(entry))
             if not _noise(entry.message):
                 emit(log_line(entry.message))
         seen += len(logs)
         state = run.state
-        settled = state is not None and (state.is_final() or (stop_on_pause and state.is_paused()))
-        if settled and len(logs) < 200:
-            # Workers send logs in batches: the last lines may land just after the state.
-            time.sleep(2 * POLL_S)
-            for entry in client.read_logs(log_filter=flt, sort=LogSort.TIMESTAMP_ASC, offset=seen):
-                emit(log_line(entry.message))
-            return state
+        final = state is not None and state.is_final()
+        if len(logs) < 200 and (
+            final or (stop_on_pause and state is not None and state.is_paused())
+        ):
+            # Workers send logs in batches, and the last may land just after the state: an
+            # ended run's last line is the engine's closing one, so wait for that (a run the
+            # server ended, or a paused one, has none: a bounded wait, then).
+            settled_at = settled_at or time.monotonic()
+            if state.name in closed or time.monotonic() - settled_at >= LAST_LOGS_S:
+                return state
+            time.sleep(LAST_LOGS_POLL_S)
+            continue
         if time.monotonic() > deadline:
             return state
         if len(logs) < 200:
