@@ -134,8 +134,6 @@ def _resume(
     how: Signing = Signing(),
 ) -> None:
     from prefect import get_client
-    from prefect.exceptions import FlowPauseTimeout
-    from prefect.flow_runs import resume_flow_run
 
     with boundary():
         check_server()
@@ -161,14 +159,9 @@ def _resume(
                     print(answer["signature"])
                     return
             try:
-                resume_flow_run(UUID(request.run_id), run_input=answer)
-            except FlowPauseTimeout:
-                raise _fail(
-                    f"run {request.run_name} can no longer be answered: its approval timed out",
-                    EXIT_FAILED,
-                ) from None
-            except RuntimeError as exc:
-                raise _fail(f"the server refused the answer: {exc}", EXIT_FAILED) from None
+                runs.answer(client, request, answer)
+            except runs.NotTaken as exc:
+                raise _fail(str(exc), EXIT_FAILED) from None
             _report_outcome(client, request, approver)
 
 

@@ -136,6 +136,55 @@ def waiting(client: Any) -> list[Waiting]:
     return found
 
 
+class NotTaken(ConveyorError):
+    """An answer the server did not take: someone answered first, or the request ended."""
+
+
+def answer(client: Any, request: Waiting, run_input: dict[str, Any]) -> None:
+    """Resume the waiting run with ``run_input``, or raise ``NotTaken`` saying why not.
+
+    The server checks that the run still waits, moves it on and stores the answer in one
+    transaction, so of two people answering at once one answer is taken. Prefect's own
+    ``resume_flow_run`` returns quietly when the server aborts because the run no longer
+    waits: both would be told they had answered. Here the other is told whose answer was
+    taken instead."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.responses import SetStateStatus
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    try:
+        response = client.resume_flow_run(UUID(request.run_id), run_input=run_input)
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code != 409:  # the answer's key, stored meanwhile
+            raise
+        raise NotTaken(_taken_instead(client, request)) from None
+    if response.status == SetStateStatus.ACCEPT:
+        return
+    if response.status == SetStateStatus.ABORT:
+        raise NotTaken(_taken_instead(client, request))
+    if response.state is not None and response.state.type == StateType.FAILED:
+        raise NotTaken(f"run {request.run_name} can no longer be answered: its approval timed out")
+    raise NotTaken(f"the server refused the answer: {response.details.reason}")
+
+
+def _taken_instead(client: Any, request: Waiting) -> str:
+    for kind in ("suspended", "paused"):
+        raw = _read_input(client, UUID(request.run_id), f"{kind}-{request.pause_key}-response")
+        if raw is None:
+            continue
+        first = json.loads(raw)
+        return (
+            f"run {request.run_name} was answered first, by {first.get('approver', '?')} "
+            f"({first.get('decision', '?')}): your answer was not taken; "
+            "`conveyor approvals` shows whether it asks again"
+        )
+    state = client.read_flow_run(UUID(request.run_id)).state
+    return (
+        f"run {request.run_name} no longer waits for this answer (it is "
+        f"{state.name if state is not None else 'gone'} now): your answer was not taken"
+    )
+
+
 def description(client: Any, run_id: str, pause_key: str | None) -> str:
     """The markdown the approval form shows, or a note when the pause has none."""
     for key in (f"suspended-{pause_key}-description", f"paused-{pause_key}-description"):
