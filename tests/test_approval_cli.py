@@ -21,7 +21,7 @@ from prefect.states import Cancelled, Suspended
 
 from conveyor.approvals.waiting import REQUEST_PREFIX
 from conveyor.cli import runs
-from conveyor.cli.approvals import _report_outcome
+from conveyor.cli.approvals import _find, _report_outcome
 from flows.approval_form import ApprovalInput
 from tests.approval_support import waiting_request
 from tests.pipeline_support import Stack
@@ -107,7 +107,7 @@ def _waiting_with_its_form(client: Any) -> runs.Waiting:
 
 
 def test_two_people_answering_at_once_one_is_taken_and_the_other_told_whose(
-    stack: Stack,
+    stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with (
         temporary_settings({PREFECT_API_URL: stack.prefect.api_url}),
@@ -151,5 +151,11 @@ def test_two_people_answering_at_once_one_is_taken_and_the_other_told_whose(
             # Later, too, an answer to a request already answered is not taken.
             with pytest.raises(runs.NotTaken, match=f"answered first, by {winner}"):
                 runs.answer(client, request, {"decision": "approve", "approver": "carol"})
+            # And `conveyor approve RUN` started after that says so, not "no match".
+            with pytest.raises(typer.Exit) as raised:
+                _find(client, request.run_id)
+            assert raised.value.exit_code == 1
+            err = " ".join(capsys.readouterr().err.split())
+            assert f"the last answer it took: {winner} ({decisions[winner]})" in err
         finally:
             client.set_flow_run_state(UUID(request.run_id), Cancelled(), force=True)

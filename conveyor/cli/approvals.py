@@ -37,10 +37,15 @@ def _fail(message: str, code: int) -> typer.Exit:
 def _find(client: Any, ref: str) -> runs.Waiting:
     waiting = runs.waiting(client)
     try:
-        wanted = str(UUID(ref))
-        matches = [w for w in waiting if w.run_id == wanted]
+        wanted = UUID(ref)
     except ValueError:
         matches = [w for w in waiting if w.run_name == ref or w.run_id.startswith(ref)]
+    else:
+        matches = [w for w in waiting if w.run_id == str(wanted)]
+        # Someone answered first, or the request ended: say so rather than "no match".
+        why = None if matches else runs.no_longer_waiting(client, wanted)
+        if why is not None:
+            raise _fail(why, EXIT_FAILED)
     if len(matches) != 1:
         raise _fail(
             f"no single waiting run matches {ref!r} ({len(matches)} found); see `conveyor approvals`",

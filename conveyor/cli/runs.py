@@ -167,22 +167,44 @@ def answer(client: Any, request: Waiting, run_input: dict[str, Any]) -> None:
     raise NotTaken(f"the server refused the answer: {response.details.reason}")
 
 
+def _answer_of(raw: str) -> str:
+    """'alice (approve)': who gave a stored answer, and what."""
+    first = json.loads(raw)
+    return f"{first.get('approver', '?')} ({first.get('decision', '?')})"
+
+
 def _taken_instead(client: Any, request: Waiting) -> str:
     for kind in ("suspended", "paused"):
         raw = _read_input(client, UUID(request.run_id), f"{kind}-{request.pause_key}-response")
-        if raw is None:
-            continue
-        first = json.loads(raw)
-        return (
-            f"run {request.run_name} was answered first, by {first.get('approver', '?')} "
-            f"({first.get('decision', '?')}): your answer was not taken; "
-            "`conveyor approvals` shows whether it asks again"
-        )
-    state = client.read_flow_run(UUID(request.run_id)).state
-    return (
-        f"run {request.run_name} no longer waits for this answer (it is "
-        f"{state.name if state is not None else 'gone'} now): your answer was not taken"
+        if raw is not None:
+            return (
+                f"run {request.run_name} was answered first, by {_answer_of(raw)}: your answer "
+                "was not taken; `conveyor approvals` shows whether it asks again"
+            )
+    return no_longer_waiting(client, UUID(request.run_id)) or (
+        f"run {request.run_name} is gone: your answer was not taken"
     )
+
+
+def no_longer_waiting(client: Any, run_id: UUID) -> str | None:
+    """Why the run ``run_id`` takes no answer now, with the last answer it took; None when
+    the server has no such run."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        run = client.read_flow_run(run_id)
+    except ObjectNotFound:
+        return None
+    answers = [
+        found
+        for kind in ("suspended-", "paused-")
+        for found in client.filter_flow_run_input(run_id, kind, 200, set())
+        if found.key.endswith("-response")
+    ]
+    last = max(answers, key=lambda found: found.created, default=None)
+    took = f"; the last answer it took: {_answer_of(last.value)}" if last else ""
+    state = run.state.name if run.state is not None else "without a state"
+    return f"run {run.name} waits for no answer now (it is {state}){took}: nothing was answered"
 
 
 def description(client: Any, run_id: str, pause_key: str | None) -> str:
