@@ -289,7 +289,7 @@ def follow(
         ):
             # Workers send logs in batches, and the last may land just after the state: an
             # ended run's last line is the engine's closing one, so wait for that (a run the
-            # server ended, or a paused one, has none: a bounded wait, then).
+            # server ended, or one paused in its process, has none: a bounded wait, then).
             settled_at = settled_at or time.monotonic()
             if state.name in closed or time.monotonic() - settled_at >= LAST_LOGS_S:
                 return state
