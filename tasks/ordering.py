@@ -164,41 +164,55 @@ def supersede_older(pipeline: Pipeline, env: EnvironmentConfig, release: Release
             if mine is None or theirs is None or theirs >= mine:
                 continue
             client.set_flow_run_state(run.id, Cancelled(message=message))
-            evidence.attach_evidence(
-                registry,
-                request.repository,
-                request.digest,
-                "approval",
-                {
-                    "environment": env.name,
-                    "decision": "superseded",
-                    "approver": None,
-                    "comment": message,
-                    "at": utcnow().isoformat(),
-                    "flow_run_id": str(run.id),
-                    "digest": request.digest,
-                },
-            )
-            client.create_artifact(
-                ArtifactCreate(
-                    key=f"release-{request.app}",
-                    type="markdown",
-                    flow_run_id=run.id,
-                    description=f"{request.app} {request.version}: {message}",
-                    data=(
-                        f"# Release {request.app} {request.version}\n\n- digest: `{request.digest}`\n"
-                        f"- {env.name}: **{message}** in run {me}; it never entered {env.name}\n"
-                    ),
-                )
-            )
-            _tell_superseded(env, request, message)
-            logger().warning(
-                "%s (%s) waited for %s in run %s: %s",
-                request.version,
-                request.digest,
-                env.name,
-                run.name,
-                message,
-            )
+            _record_superseded(client, registry, env, request, run, message)
             ended.append(str(run.id))
     return ended
+
+
+def _record_superseded(
+    client: Any,
+    registry: RegistryClient,
+    env: EnvironmentConfig,
+    request: Request,
+    run: Any,
+    message: str,
+) -> None:
+    """Where a person looks for what became of the release: its approval evidence, its
+    release artifact in the UI, the gate's notice and the log."""
+    evidence.attach_evidence(
+        registry,
+        request.repository,
+        request.digest,
+        "approval",
+        {
+            "environment": env.name,
+            "decision": "superseded",
+            "approver": None,
+            "comment": message,
+            "at": utcnow().isoformat(),
+            "flow_run_id": str(run.id),
+            "digest": request.digest,
+        },
+    )
+    me = str(flow_run.get_id() or "")
+    client.create_artifact(
+        ArtifactCreate(
+            key=f"release-{request.app}",
+            type="markdown",
+            flow_run_id=run.id,
+            description=f"{request.app} {request.version}: {message}",
+            data=(
+                f"# Release {request.app} {request.version}\n\n- digest: `{request.digest}`\n"
+                f"- {env.name}: **{message}** in run {me}; it never entered {env.name}\n"
+            ),
+        )
+    )
+    _tell_superseded(env, request, message)
+    logger().warning(
+        "%s (%s) waited for %s in run %s: %s",
+        request.version,
+        request.digest,
+        env.name,
+        run.name,
+        message,
+    )
