@@ -233,6 +233,12 @@ def test_an_older_release_is_refused_unless_asked_as_a_rollback(
     assert state["type"] == "FAILED"
     line = _wait_log(stack, refused, "refusing")
     assert durable.app.versions[0] in line and durable.app.versions[-1] in line, line
+    # valid_for is 40 s: until alice's approval of this digest, recorded with the image
+    # when her answer's run went on, is older than that, the rollback reuses it and asks
+    # nobody (as any rerun would), so this test passed or not by how fast those before
+    # it ran (it failed alone, 3 runs of 3).
+    ended = dt.datetime.fromisoformat(stack.api.run(durable.promote_id)["end_time"]).timestamp()
+    time.sleep(max(0.0, ended + 41 - time.time()))
     rollback = stack.api.run_deployment(
         "promote/promote", {**params, "older": True, "reason": "v3 breaks checkout"}
     )
