@@ -26,6 +26,9 @@ POLL_S = 1.0
 LAST_LOGS_S = 2.0
 LAST_LOGS_POLL_S = 0.2
 TRACEBACK = "Traceback (most recent call last)"
+# Prefect keys a pause's inputs by the pause's state name: suspend_flow_run's, then
+# pause_flow_run's ("suspended-KEY-response").
+PAUSE_KINDS = ("suspended", "paused")
 
 
 class DeploymentMissing(ConveyorError):
@@ -167,6 +170,11 @@ def answer(client: Any, request: Waiting, run_input: dict[str, Any]) -> None:
     raise NotTaken(f"the server refused the answer: {response.details.reason}")
 
 
+def _pause_inputs(pause_key: str | None, part: str) -> list[str]:
+    """The keys a pause's ``part`` (description, response, schema) may be stored under."""
+    return [f"{kind}-{pause_key}-{part}" for kind in PAUSE_KINDS]
+
+
 def _answer_of(raw: str) -> str:
     """'alice (approve)': who gave a stored answer, and what."""
     first = json.loads(raw)
@@ -174,8 +182,8 @@ def _answer_of(raw: str) -> str:
 
 
 def _taken_instead(client: Any, request: Waiting) -> str:
-    for kind in ("suspended", "paused"):
-        raw = _read_input(client, UUID(request.run_id), f"{kind}-{request.pause_key}-response")
+    for key in _pause_inputs(request.pause_key, "response"):
+        raw = _read_input(client, UUID(request.run_id), key)
         if raw is not None:
             return (
                 f"run {request.run_name} was answered first, by {_answer_of(raw)}: your answer "
@@ -197,8 +205,8 @@ def no_longer_waiting(client: Any, run_id: UUID) -> str | None:
         return None
     answers = [
         found
-        for kind in ("suspended-", "paused-")
-        for found in client.filter_flow_run_input(run_id, kind, 200, set())
+        for kind in PAUSE_KINDS
+        for found in client.filter_flow_run_input(run_id, f"{kind}-", 200, set())
         if found.key.endswith("-response")
     ]
     last = max(answers, key=lambda found: found.created, default=None)
@@ -209,7 +217,7 @@ def no_longer_waiting(client: Any, run_id: UUID) -> str | None:
 
 def description(client: Any, run_id: str, pause_key: str | None) -> str:
     """The markdown the approval form shows, or a note when the pause has none."""
-    for key in (f"suspended-{pause_key}-description", f"paused-{pause_key}-description"):
+    for key in _pause_inputs(pause_key, "description"):
         raw = _read_input(client, UUID(run_id), key)
         if raw is None:
             continue
