@@ -164,7 +164,7 @@ def supersede_older(pipeline: Pipeline, env: EnvironmentConfig, release: Release
             if mine is None or theirs is None or theirs >= mine:
                 continue
             client.set_flow_run_state(run.id, Cancelled(message=message))
-            _record_superseded(client, registry, env, request, run, message)
+            _record_superseded(client, registry, env, request, run, message, me)
             ended.append(str(run.id))
     return ended
 
@@ -176,9 +176,11 @@ def _record_superseded(
     request: Request,
     run: Any,
     message: str,
+    me: str,
 ) -> None:
     """Where a person looks for what became of the release: its approval evidence, its
-    release artifact in the UI, the gate's notice and the log."""
+    release artifact in the UI, the gate's notice and the log; ``me`` is the run that
+    superseded it."""
     evidence.attach_evidence(
         registry,
         request.repository,
@@ -194,7 +196,6 @@ def _record_superseded(
             "digest": request.digest,
         },
     )
-    me = str(flow_run.get_id() or "")
     client.create_artifact(
         ArtifactCreate(
             key=f"release-{request.app}",
