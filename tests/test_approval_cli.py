@@ -8,6 +8,7 @@ import contextvars
 import json
 import secrets
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import UUID
@@ -33,6 +34,17 @@ pytestmark = pytest.mark.prefect
 @flow(name="promote")
 def promote() -> None:
     pass
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[Any]:
+    """A client of the shared server; the API URL stays set while the test runs, so every
+    Prefect client it makes talks to that server too."""
+    with (
+        temporary_settings({PREFECT_API_URL: stack.prefect.api_url}),
+        get_client(sync_client=True) as client,
+    ):
+        yield client
 
 
 def _asked_again(client: Any, counted: tuple[str, ...]) -> runs.Waiting:
@@ -65,24 +77,20 @@ def _asked_again(client: Any, counted: tuple[str, ...]) -> runs.Waiting:
 
 
 def test_approve_reports_a_counted_answer_and_a_refused_one(
-    stack: Stack, capsys: pytest.CaptureFixture[str]
+    client: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with (
-        temporary_settings({PREFECT_API_URL: stack.prefect.api_url}),
-        get_client(sync_client=True) as client,
-    ):
-        answered = _asked_again(client, counted=("approval-production-aaaaaaaaaaaa-1",))
-        refused = _asked_again(client, counted=())
-        try:
-            _report_outcome(client, answered, "alice")
-            out = " ".join(capsys.readouterr().out.split())  # rich wraps at the width
-            assert "as alice: 1 of 2: alice approved; waiting for one more" in out
-            with pytest.raises(typer.Exit) as raised:
-                _report_outcome(client, refused, "mallory")
-        finally:
-            # Other modules list every waiting run of the shared server.
-            for run in (answered, refused):
-                client.set_flow_run_state(UUID(run.run_id), Cancelled(), force=True)
+    answered = _asked_again(client, counted=("approval-production-aaaaaaaaaaaa-1",))
+    refused = _asked_again(client, counted=())
+    try:
+        _report_outcome(client, answered, "alice")
+        out = " ".join(capsys.readouterr().out.split())  # rich wraps at the width
+        assert "as alice: 1 of 2: alice approved; waiting for one more" in out
+        with pytest.raises(typer.Exit) as raised:
+            _report_outcome(client, refused, "mallory")
+    finally:
+        # Other modules list every waiting run of the shared server.
+        for run in (answered, refused):
+            client.set_flow_run_state(UUID(run.run_id), Cancelled(), force=True)
     assert raised.value.exit_code != 0
     assert "refused: the run did not accept the answer of mallory" in capsys.readouterr().err
 
@@ -107,55 +115,51 @@ def _waiting_with_its_form(client: Any) -> runs.Waiting:
 
 
 def test_two_people_answering_at_once_one_is_taken_and_the_other_told_whose(
-    stack: Stack, capsys: pytest.CaptureFixture[str]
+    client: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with (
-        temporary_settings({PREFECT_API_URL: stack.prefect.api_url}),
-        get_client(sync_client=True) as client,
-    ):
-        request = _waiting_with_its_form(client)
-        decisions = {"alice": "approve", "bob": "reject"}
-        both = threading.Barrier(2)
+    request = _waiting_with_its_form(client)
+    decisions = {"alice": "approve", "bob": "reject"}
+    both = threading.Barrier(2)
 
-        def answer_as(name: str) -> str | None:
-            form = {
-                "decision": decisions[name],
-                "approver": name,
-                "digest": request.digest or "",
-                "environment": "production",
-                "comment": "at once",
-            }
-            with get_client(sync_client=True) as own:
-                both.wait(timeout=30)
-                try:
-                    runs.answer(own, request, form)
-                except runs.NotTaken as exc:
-                    return str(exc)
-            return None
+    def answer_as(name: str) -> str | None:
+        form = {
+            "decision": decisions[name],
+            "approver": name,
+            "digest": request.digest or "",
+            "environment": "production",
+            "comment": "at once",
+        }
+        with get_client(sync_client=True) as own:
+            both.wait(timeout=30)
+            try:
+                runs.answer(own, request, form)
+            except runs.NotTaken as exc:
+                return str(exc)
+        return None
 
-        try:
-            # Each thread runs in a copy of this context: the API URL is a context setting.
-            contexts = {name: contextvars.copy_context() for name in decisions}
-            with ThreadPoolExecutor(2) as pool:
-                refusals = pool.map(lambda n: contexts[n].run(answer_as, n), decisions)
-                said = dict(zip(decisions, refusals, strict=True))
-            taken = [name for name, refusal in said.items() if refusal is None]
-            assert len(taken) == 1, said
-            (winner,) = taken
-            (loser,) = set(decisions) - {winner}
-            assert f"answered first, by {winner} ({decisions[winner]})" in str(said[loser])
-            stored = client.read_flow_run_input(
-                UUID(request.run_id), f"suspended-{request.pause_key}-response"
-            )
-            assert json.loads(stored)["approver"] == winner
-            # Later, too, an answer to a request already answered is not taken.
-            with pytest.raises(runs.NotTaken, match=f"answered first, by {winner}"):
-                runs.answer(client, request, {"decision": "approve", "approver": "carol"})
-            # And `conveyor approve RUN` started after that says so, not "no match".
-            with pytest.raises(typer.Exit) as raised:
-                _find(client, request.run_id)
-            assert raised.value.exit_code == 1
-            err = " ".join(capsys.readouterr().err.split())
-            assert f"the last answer it took: {winner} ({decisions[winner]})" in err
-        finally:
-            client.set_flow_run_state(UUID(request.run_id), Cancelled(), force=True)
+    try:
+        # Each thread runs in a copy of this context: the API URL is a context setting.
+        contexts = {name: contextvars.copy_context() for name in decisions}
+        with ThreadPoolExecutor(2) as pool:
+            refusals = pool.map(lambda n: contexts[n].run(answer_as, n), decisions)
+            said = dict(zip(decisions, refusals, strict=True))
+        taken = [name for name, refusal in said.items() if refusal is None]
+        assert len(taken) == 1, said
+        (winner,) = taken
+        (loser,) = set(decisions) - {winner}
+        assert f"answered first, by {winner} ({decisions[winner]})" in str(said[loser])
+        stored = client.read_flow_run_input(
+            UUID(request.run_id), f"suspended-{request.pause_key}-response"
+        )
+        assert json.loads(stored)["approver"] == winner
+        # Later, too, an answer to a request already answered is not taken.
+        with pytest.raises(runs.NotTaken, match=f"answered first, by {winner}"):
+            runs.answer(client, request, {"decision": "approve", "approver": "carol"})
+        # And `conveyor approve RUN` started after that says so, not "no match".
+        with pytest.raises(typer.Exit) as raised:
+            _find(client, request.run_id)
+        assert raised.value.exit_code == 1
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"the last answer it took: {winner} ({decisions[winner]})" in err
+    finally:
+        client.set_flow_run_state(UUID(request.run_id), Cancelled(), force=True)
