@@ -247,11 +247,18 @@ def test_saved_archive_scans_like_the_engine_image(
     root = Finding("misconfig", "DS-0002", "HIGH", "root", "Dockerfile", "Dockerfile:3")
     result = scan(trivy, planted[0], NO_VULN, archive=archive, dockerfile_findings=lambda: [root])
     assert "aws-access-key-id" in {f.id for f in result.blocking}
-    # The Dockerfile's findings of a scan already under way join the image's.
+    # The Dockerfile's findings of a scan already under way join the image's, and
+    # stand for the image config's: trivy would find the same DS-0002 there again.
     assert root in result.blocking and "dockerfile" in result.scanners
-    # Named by the image, as the engine's scan names them, never by the file.
-    assert not [f for f in result.findings if str(archive) in f"{f.target} {f.location}"]
-    assert planted[0] in {f.target for f in result.findings}
+    assert "misconfig" not in result.scanners
+    assert [f.id for f in result.findings if f.kind == "misconfig"] == ["DS-0002"]
+    # Without them the image config is checked, its findings named by the image, as
+    # the engine's scan names them, never by the file.
+    alone = scan(trivy, planted[0], NO_VULN, archive=archive)
+    assert "misconfig" in alone.scanners
+    assert "DS-0002" in {f.id for f in alone.findings if f.target == planted[0]}
+    for found in (result, alone):
+        assert not [f for f in found.findings if str(archive) in f"{f.target} {f.location}"]
 
 
 def test_missing_trivy_binary_blocks(tmp_path: Path) -> None:
