@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import threading
@@ -81,11 +82,17 @@ def test_sample_app_builds_with_labels_and_a_streamed_log(
     assert labels[f"{OCI}.version"] == built.version
     assert labels.get(f"{OCI}.revision") == built.revision
     assert built.tags and built.tags[0] in image.tags
-    # One call per line, in order, never a multi-line chunk.
-    assert any(line.startswith("Step 1/") for line in lines)
+    # BuildKit's steps as `docker build --progress=plain` prints them: one call per
+    # line, never a multi-line chunk, each step named once and in order, then done.
     assert all("\n" not in line for line in lines)
-    steps = [line for line in lines if line.startswith("Step ")]
-    assert steps == sorted(steps, key=lambda s: int(s.split()[1].split("/")[0]))
+    steps = [line.split(" ", 2) for line in lines if re.match(r"#\d+ \[\d+/\d+\] ", line)]
+    assert [f"{s[1]} {s[2]}" for s in steps][:2] == [
+        "[1/4] COPY busybox /bin/busybox",
+        '[2/4] RUN ["/bin/busybox", "--install", "-s", "/bin"]',
+    ]
+    assert [int(s[1][1:].split("/")[0]) for s in steps] == list(range(1, len(steps) + 1))
+    for number, _, _ in steps:
+        assert any(line.startswith((f"{number} DONE ", f"{number} CACHED")) for line in lines)
     # The build arg reached the image: the busybox symlink was dereferenced to run it.
     out = docker_client.containers.run(
         built.id,
@@ -100,10 +107,12 @@ def test_sample_app_builds_with_labels_and_a_streamed_log(
 def test_rebuild_of_the_same_source_is_cached(engine: DockerEngine) -> None:
     version = ("1.0.0-cachetest", None)
     tag = _tag("hello")
-    first = engine.build(HELLO, Path("Dockerfile"), tag, source_version=version)
+    engine.build(HELLO, Path("Dockerfile"), tag, source_version=version)
     lines: list[str] = []
-    again = engine.build(HELLO, Path("Dockerfile"), tag, log=lines.append, source_version=version)
-    assert again.id == first.id or any("Using cache" in line for line in lines)
+    engine.build(HELLO, Path("Dockerfile"), tag, log=lines.append, source_version=version)
+    # Every step from the cache (without a commit the image's time is the build's).
+    steps = [line.split()[0] for line in lines if re.match(r"#\d+ \[\d+/\d+\] ", line)]
+    assert steps and all(f"{n} CACHED" in lines for n in steps)
 
 
 def _context(tmp_path: Path, dockerfile: str) -> Path:
@@ -127,8 +136,9 @@ def test_failing_run_step_is_build_failed_with_the_log_tail(
     with pytest.raises(BuildFailed) as info:
         engine.build(ctx, Path("Dockerfile"), _tag("broken"), log=lines.append)
     message = str(info.value)
-    assert "returned a non-zero code: 3" in message
-    assert marker in message and marker in lines
+    assert "exit code: 3" in message
+    # The step's output, under its number, as `docker build --progress=plain` shows it.
+    assert marker in message and any(re.fullmatch(rf"#\d+ {marker}", line) for line in lines)
 
 
 def test_copy_of_a_missing_file_is_build_failed(engine: DockerEngine, tmp_path: Path) -> None:

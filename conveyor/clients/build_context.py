@@ -20,6 +20,8 @@ from conveyor.errors import BuildFailed
 
 # Where a Dockerfile that lives outside the context is put inside the tar.
 OUTSIDE_DOCKERFILE = ".conveyor.Dockerfile"
+# The longest name a ustar header holds without a PAX record.
+_USTAR_NAME = 100
 
 
 class DockerIgnore:
@@ -98,9 +100,9 @@ def _add(tar: tarfile.TarFile, name: str, real: Path, mtime: int | None) -> None
     # Owner names of the build host mean nothing inside the image.
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    if mtime is not None:
-        # COPY keeps these times in the layer; a checkout's own times differ per clone.
-        info.mtime = mtime
+    # COPY keeps these times in the layer; a checkout's own times differ per clone.
+    # Whole seconds: a fraction takes a PAX header (see context_tar).
+    info.mtime = int(info.mtime) if mtime is None else mtime
     if info.isfile():
         with real.open("rb") as fh:
             tar.addfile(info, fh)
@@ -133,19 +135,24 @@ def context_tar(context: Path, dockerfile: Path, mtime: int | None = None) -> tu
     ``mtime`` (the commit's time) replaces every file's time when given.
 
     The Dockerfile is always sent, even when ``.dockerignore`` names it, because the
-    daemon cannot build without it (Docker's CLI does the same).
+    daemon cannot build without it (Docker's CLI does the same). It goes first, under
+    a name a plain ustar header holds: BuildKit tells a tar from a bare Dockerfile by
+    its first header alone, and takes a tar that opens with a PAX header (a long or
+    non-ASCII name, a fractional time) for a Dockerfile.
     """
     if not context.is_dir():
         raise BuildFailed(f"build context is not a directory: {context}")
     real_dockerfile, name = dockerfile_in_context(context, dockerfile)
+    if not (name.isascii() and len(name) <= _USTAR_NAME):
+        name = OUTSIDE_DOCKERFILE
     files = _files(context, DockerIgnore.of(context))
     # Spooled: small contexts stay in memory, big ones go to disk instead of RAM.
     fileobj: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115
     with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _read(tar, name, real_dockerfile, mtime)
         for rel, real in files:
-            _read(tar, rel, real, mtime)
-        if name not in {rel for rel, _ in files}:
-            _read(tar, name, real_dockerfile, mtime)
+            if rel != name:
+                _read(tar, rel, real, mtime)
     fileobj.seek(0)
     return fileobj, name
 

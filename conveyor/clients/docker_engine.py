@@ -10,13 +10,14 @@ error too.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import docker
 import requests
@@ -31,6 +32,7 @@ from conveyor.clients.build_context import (
     source_of,
     version_of,
 )
+from conveyor.clients.buildkit import Progress
 from conveyor.errors import (
     AuthenticationFailed,
     BuildFailed,
@@ -49,6 +51,7 @@ Auth = tuple[str, SecretStr]
 
 OCI = "org.opencontainers.image"
 _TAIL_LINES = 20
+_TRACE = "moby.buildkit.trace"
 _AUTH_REFUSED = re.compile(r"unauthorized|authentication required|no basic auth credentials", re.I)
 _ACCESS_DENIED = re.compile(r"denied", re.I)
 # The engine reports an unreachable or failing registry only as text in the stream.
@@ -166,8 +169,9 @@ class StreamChunk(BaseModel):
     error: str | None = None
     error_detail: _ErrorDetail | None = Field(None, alias="errorDetail")
     progress_detail: _Progress | None = Field(None, alias="progressDetail")
-    # Build answers {"ID": ...}, push {"Tag", "Digest", "Size"}: kept as JSON.
-    aux: dict[str, object] | None = None
+    # Build answers {"ID": ...}, push {"Tag", "Digest", "Size"}: kept as JSON; a
+    # BuildKit trace's is a base64 protobuf message (``buildkit.Progress``).
+    aux: dict[str, object] | str | None = None
 
     @property
     def failure(self) -> str | None:
@@ -177,7 +181,7 @@ class StreamChunk(BaseModel):
         return (self.error_detail.message if self.error_detail else None) or self.error or ""
 
     def aux_field(self, name: str) -> str | None:
-        value = (self.aux or {}).get(name)
+        value = self.aux.get(name) if isinstance(self.aux, dict) else None
         return str(value) if value else None
 
 
@@ -216,6 +220,7 @@ class DockerEngine:
     def __init__(self, client: docker.DockerClient, build_timeout_s: float = 1800.0) -> None:
         self._client = client
         self._build_timeout_s = build_timeout_s
+        self._network: str | None = None
 
     def build(
         self,
@@ -237,22 +242,18 @@ class DockerEngine:
         # A dirty tree has no commit that describes it, so nothing to reproduce.
         epoch = commit_epoch(context, None if "-dirty" in version else revision)
         fileobj, dockerfile_name = context_tar(context, dockerfile, mtime=epoch)
+        params = {
+            "t": tag,
+            "dockerfile": dockerfile_name,
+            "buildargs": json.dumps(dict(build_args or {})),
+            "labels": json.dumps(all_labels),
+            "version": "2",  # BuildKit
+        }
         with fileobj, engine_errors(f"build of {tag}"):
-            stream = self._client.api.build(
-                fileobj=fileobj,
-                custom_context=True,
-                dockerfile=dockerfile_name,
-                tag=tag,
-                buildargs=dict(build_args or {}),
-                labels=all_labels,
-                rm=True,
-                forcerm=True,
-                pull=False,
-                decode=True,
-                timeout=self._build_timeout_s,
-                use_config_proxy=False,
-            )
-            image_id = self._follow_build(stream, tag, log)
+            network = self._build_network()
+            if network is not None:
+                params["networkmode"] = network
+            image_id = self._follow_build(self._post_build(params, fileobj), tag, log)
         if epoch is not None:
             image_id = self._reproducible(image_id or tag, tag, epoch)
         with engine_errors(f"inspect of {tag}"):
@@ -264,6 +265,35 @@ class DockerEngine:
             revision=revision,
             labels=dict((info.get("Config") or {}).get("Labels") or {}),
         )
+
+    def _post_build(self, params: dict[str, str], context: IO[bytes]) -> Iterable[object]:
+        """The engine's build stream. docker-py's ``build`` speaks only the classic
+        builder (no ``version``), so the request is made with its own transport: the
+        endpoint is the same, BuildKit is asked for, and the uploaded tar is the context,
+        which needs no BuildKit session (the docker CLI's gRPC channel)."""
+        api = self._client.api
+        headers = {"Content-Type": "application/x-tar"}
+        api._set_auth_headers(headers)
+        response = api._post(
+            api._url("/build"),
+            params=params,
+            data=context,
+            headers=headers,
+            stream=True,
+            timeout=self._build_timeout_s,
+        )
+        api._raise_for_status(response)
+        return cast(Iterable[object], api._stream_helper(response, decode=True))
+
+    def _build_network(self) -> str | None:
+        """Where RUN steps run. BuildKit's default is the engine's bridge, and on an
+        engine started without one (``dockerd --bridge=none``) every RUN fails ("network
+        bridge not found"); there the classic builder gave them loopback only, as
+        BuildKit's "none" does."""
+        if self._network is None:
+            bridges = self._client.api.networks(names=["bridge"])
+            self._network = "default" if any(n["Name"] == "bridge" for n in bridges) else "none"
+        return None if self._network == "default" else self._network
 
     def _reproducible(self, image: str, tag: str, epoch: int) -> str:
         """Rewrite the image's times to the commit's (see ``reproducible``); its new id."""
@@ -278,9 +308,14 @@ class DockerEngine:
     @staticmethod
     def _follow_build(stream: Iterable[object], tag: str, log: Log) -> str | None:
         lines = _Lines(log)
+        progress = Progress(lambda line: lines.feed(f"{line}\n"))
         image_id: str | None = None
         for chunk in _chunks(stream):
+            if chunk.id == _TRACE and isinstance(chunk.aux, str):
+                progress.feed(chunk.aux)
+                continue
             if chunk.failure is not None:
+                progress.close()
                 lines.flush()
                 message = chunk.failure or "unknown error"
                 tail = "\n  ".join(lines.tail)
@@ -290,6 +325,7 @@ class DockerEngine:
             elif chunk.status is not None:
                 lines.feed(f"{chunk.status}\n")
             image_id = chunk.aux_field("ID") or image_id
+        progress.close()
         lines.flush()
         return image_id
 

@@ -1,17 +1,17 @@
-"""Make a classic-builder image reproducible: its timestamps from the source's commit.
+"""Make an engine-built image reproducible: its timestamps from the source's commit.
 
-Docker Engine's classic builder (the one its API offers without a BuildKit session)
-writes the build's own time into the image config (``created``, every ``history``
-entry, the build container's id) and into the layers (directories COPY creates, every
-file a RUN writes). Two builds of one commit therefore differ, and an "immutable"
-version tag would name whichever was pushed last. BuildKit solves this with
-``SOURCE_DATE_EPOCH`` and ``rewrite-timestamp``; this module does the same to the
-image as ``docker save`` writes it, for ``docker load`` to take back:
+Docker Engine's builder writes the build's own time into the image config
+(``created``, every ``history`` entry) and into the layers (directories COPY creates,
+every file a RUN writes). Two builds of one commit therefore differ, and an
+"immutable" version tag would name whichever was pushed last. Newer BuildKit does
+this itself (``SOURCE_DATE_EPOCH`` since 0.11, ``rewrite-timestamp`` since 0.13); the
+one inside Debian 12's engine (20.10) is older. This module does it to the image as
+``docker save`` writes it, for ``docker load`` to take back:
 
 - every file time in a layer is clamped to the epoch (newer times become the epoch);
   layers with nothing newer than the epoch, such as a base image's, are kept byte for
   byte, so they stay shared with the base;
-- the config's times become the epoch and the build container's traces are dropped.
+- the config's times become the epoch and a classic build container's traces are dropped.
 
 The result depends on the layers' content and the epoch only.
 """
