@@ -149,7 +149,7 @@ class _Tag:
     digest: str
     data: bytes
     media_type: str
-    previous: Manifest | None = None
+    previous: str | None = None  # the digest the tag named before, for a restore
 
 
 @dataclass
@@ -193,9 +193,9 @@ def promote_set(
 def _read(client: RegistryClient, t: _Tag, tag: str, policy: TagPolicy) -> None:
     """What ``tag`` names now in ``t``'s repository (kept for a restore), and what to write."""
     before = policy.check(client, t.repository, tag, t.digest)
-    if before is not None and before != t.digest:
-        t.previous = client.get_manifest(t.repository, before)
     if before != t.digest:
+        # Its manifest is read only for a restore: by digest it cannot change meanwhile.
+        t.previous = before
         target = client.get_manifest(t.repository, t.digest)
         t.data, t.media_type = target.data, target.media_type
 
@@ -233,10 +233,11 @@ def _restore(
     for t in reversed(written):
         try:
             now = client.resolve(t.repository, tag)
-            if now is None or now == (t.previous.digest if t.previous else None):
+            if now is None or now == t.previous:
                 continue  # the PUT that failed did not move this one
             if t.previous is not None:
-                client.put_manifest(t.repository, tag, t.previous.data, t.previous.media_type)
+                old = client.get_manifest(t.repository, t.previous)
+                client.put_manifest(t.repository, tag, old.data, old.media_type)
             else:
                 # Distribution 2.x cannot remove a tag alone; a tag that did not exist
                 # before is reported rather than deleted with its manifest's other tags.

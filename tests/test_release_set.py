@@ -101,10 +101,19 @@ def test_a_member_the_registry_refuses_leaves_no_tag_moved(tmp_path: Path) -> No
         }
 
         proxy.faults.clear()
+        mark = len(proxy.seen)
         promote_set(client, new, TAG, policy=POLICY)
         assert read_release(client, "conveyor/shop", TAG) == {
             m.app: m.digest for m in new.release.members
         }
+        # Each member: its tag read (HEAD), its manifest by digest (GET), its tag written
+        # (PUT); the manifest the tag named before is read only for a restore.
+        calls = Counter(
+            (method, path.partition("/manifests/")[0]) for method, path, _ in proxy.seen[mark:]
+        )
+        for name in SERVICES:
+            for method in ("HEAD", "GET", "PUT"):
+                assert calls[method, f"/v2/conveyor/shop/{name}"] == 1, (method, name, calls)
 
 
 def test_gc_keeps_every_member_of_what_runs_and_what_it_could_roll_back_to(
