@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import unquote
 
 import docker
 import pytest
@@ -17,9 +18,11 @@ from pydantic import SecretStr
 from conveyor.clients.docker_engine import DockerEngine
 from conveyor.clients.registry import RegistryClient
 from conveyor.errors import ImmutableTagViolation
+from conveyor.layer_cache import Blob, LayerCache
 from conveyor.localstack.registry import RegistryServer
 from conveyor.promotion import TagPolicy
 from conveyor.publish import DOCKER_MANIFEST, Published, publish
+from tests.fault_proxy import FaultProxy
 from tests.images import discard
 from tests.parts import missing, require_binary
 from tests.test_build_reproducible import _source
@@ -128,3 +131,45 @@ def test_a_version_tag_is_never_moved_to_another_image(
             assert moved.digest != first.digest and not moved.already
     finally:
         discard("conveyor-test/other:one", "conveyor-test/other:two")
+
+
+def test_a_layer_published_before_is_mounted_and_a_wrong_record_costs_only_a_request(
+    docker_client: docker.DockerClient, registry: tuple[RegistryServer, str], tmp_path: Path
+) -> None:
+    server, password = registry
+    engine = DockerEngine(docker_client, build_timeout_s=300)
+    tag = f"conveyor-test/layers:{secrets.token_hex(4)}"
+    discard(tag)
+    image = engine.build(_source(tmp_path), Path("Dockerfile"), tag, {"VERSION": "1.0"}).id
+    cache = LayerCache(tmp_path / "layers")
+    first, second, third = (f"conveyor/layers-{secrets.token_hex(3)}-{i}" for i in range(3))
+
+    def ship(client: RegistryClient, repository: str) -> list[str]:
+        with engine.save(image) as saved:
+            publish(
+                client, repository, saved, "1.0", policy=POLICY, lock_dir=tmp_path, layers=cache
+            )
+        return [x["digest"] for x in client.get_manifest(repository, "1.0").json["layers"]]
+
+    with (
+        FaultProxy(("127.0.0.1", server.port)) as proxy,
+        RegistryClient(proxy.url, USER, SecretStr(password)) as client,
+    ):
+        layers = ship(client, first)
+        mark = len(proxy.seen)
+        assert ship(client, second) == layers
+        seen = proxy.seen[mark:]
+        # Every layer mounted from the first repository; only the config is uploaded.
+        mounts = [p for m, p, _ in seen if m == "POST" and f"from={first}" in unquote(p)]
+        assert len(mounts) == len(layers) >= 3
+        uploaded = [p for m, p, _ in seen if m in ("PATCH", "PUT") and "/blobs/uploads/" in p]
+        assert len(uploaded) == 1 and not [p for p in uploaded for d in layers if d in p]
+
+        # A record that names a blob the registry does not have is passed over.
+        diff_ids = docker_client.api.inspect_image(image)["RootFS"]["Layers"]
+        for diff_id in diff_ids:
+            cache.put(client.address, diff_id, Blob("sha256:" + "0" * 64, 1, "conveyor/gone"))
+        assert ship(client, third) == layers
+        # ... and corrected by the upload.
+        fixed = cache.get(client.address, diff_ids[-1])
+        assert fixed is not None and (fixed.digest, fixed.repository) == (layers[-1], third)
