@@ -57,6 +57,11 @@ class RunView:
     requests: dict[str, WaitingRequest] = field(default_factory=dict)
     answers: dict[str, FlowRunInput] = field(default_factory=dict)
 
+    def this_round(self, key: str) -> WaitingRequest | None:
+        """The request stored under ``key`` when it was made in this round of asking."""
+        request = self.requests.get(key)
+        return request if request is not None and request.since >= self.round_start else None
+
     def round_deadline(self) -> dt.datetime | None:
         """A new ask in this round keeps the round's first deadline: a refused answer
         does not buy time."""
@@ -315,22 +320,21 @@ def request_approval(
     counted: list[str] = []
     for n in range(1, MAX_ASKS + 1):
         key = f"{prefix}{n}"
-        request = view.requests.get(key)
-        current = request is not None and request.since >= view.round_start
+        request = view.this_round(key)
         now = utcnow()
         if key in view.fired:
             if key in view.answers:
                 record = _answered(view, key, env, release, asked, tally, counted)
                 if record is not None:
                     return record
-            elif request is not None and current and now >= request.deadline:
+            elif request is not None and now >= request.deadline:
                 raise _timeout(env, release, request, asked, tally)
             continue
-        if request is None or not current:
-            stale = request is not None
+        if request is None:
             request = _new_request(view, env, release, key, now, tally, tuple(counted))
             with get_client(sync_client=True) as client:
-                _store(client, request, replace=stale)
+                # A request of an earlier round under this key is replaced.
+                _store(client, request, replace=key in view.requests)
             view.requests[key] = request
         if now >= request.deadline:
             raise _timeout(env, release, request, asked, tally)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import IO, cast
 import docker
 import requests
 import urllib3.exceptions
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError
 
 from conveyor.clients import reproducible
 from conveyor.clients.build_context import (
@@ -33,6 +32,7 @@ from conveyor.clients.build_context import (
     version_of,
 )
 from conveyor.clients.buildkit import Progress
+from conveyor.clients.engine_stream import Lines, chunks
 from conveyor.errors import (
     AuthenticationFailed,
     BuildFailed,
@@ -50,7 +50,6 @@ Log = Callable[[str], None]
 Auth = tuple[str, SecretStr]
 
 OCI = "org.opencontainers.image"
-_TAIL_LINES = 20
 _TRACE = "moby.buildkit.trace"
 _AUTH_REFUSED = re.compile(r"unauthorized|authentication required|no basic auth credentials", re.I)
 _ACCESS_DENIED = re.compile(r"denied", re.I)
@@ -150,70 +149,6 @@ def oci_labels(context: Path, tag: str, version: str, revision: str | None) -> d
     return labels
 
 
-class _Progress(BaseModel):
-    total: int | None = None
-
-
-class _ErrorDetail(BaseModel):
-    message: str | None = None
-
-
-class StreamChunk(BaseModel):
-    """One JSON message of the engine's build or push stream (Docker's ``JSONMessage``)."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
-
-    stream: str | None = None
-    status: str | None = None
-    id: str | None = None
-    error: str | None = None
-    error_detail: _ErrorDetail | None = Field(None, alias="errorDetail")
-    progress_detail: _Progress | None = Field(None, alias="progressDetail")
-    # Build answers {"ID": ...}, push {"Tag", "Digest", "Size"}: kept as JSON; a
-    # BuildKit trace's is a base64 protobuf message (``buildkit.Progress``).
-    aux: dict[str, object] | str | None = None
-
-    @property
-    def failure(self) -> str | None:
-        """The error the engine reports in this message, if it reports one."""
-        if self.error is None and self.error_detail is None:
-            return None
-        return (self.error_detail.message if self.error_detail else None) or self.error or ""
-
-    def aux_field(self, name: str) -> str | None:
-        value = self.aux.get(name) if isinstance(self.aux, dict) else None
-        return str(value) if value else None
-
-
-def _chunks(stream: Iterable[object]) -> Iterator[StreamChunk]:
-    return (StreamChunk.model_validate(c) for c in stream if isinstance(c, dict))
-
-
-class _Lines:
-    """Re-splits the engine's stream chunks into whole lines, keeping the last few."""
-
-    def __init__(self, log: Log) -> None:
-        self._log = log
-        self._partial = ""
-        self.tail: deque[str] = deque(maxlen=_TAIL_LINES)
-
-    def feed(self, text: str) -> None:
-        *complete, self._partial = (self._partial + text).split("\n")
-        for line in complete:
-            self._emit(line)
-
-    def flush(self) -> None:
-        if self._partial:
-            self._emit(self._partial)
-            self._partial = ""
-
-    def _emit(self, line: str) -> None:
-        line = line.rstrip("\r")
-        if line.strip():
-            self.tail.append(line)
-            self._log(line)
-
-
 class DockerEngine:
     """Typed build and push over ``client``; its timeout bounds every non-build call."""
 
@@ -307,10 +242,10 @@ class DockerEngine:
 
     @staticmethod
     def _follow_build(stream: Iterable[object], tag: str, log: Log) -> str | None:
-        lines = _Lines(log)
+        lines = Lines(log)
         progress = Progress(lambda line: lines.feed(f"{line}\n"))
         image_id: str | None = None
-        for chunk in _chunks(stream):
+        for chunk in chunks(stream):
             if chunk.id == _TRACE and isinstance(chunk.aux, str):
                 progress.feed(chunk.aux)
                 continue
@@ -364,7 +299,7 @@ class DockerEngine:
             return text.replace(secret, "***") if secret else text
 
         digest: str | None = None
-        for chunk in _chunks(stream):
+        for chunk in chunks(stream):
             if chunk.failure is not None:
                 message = mask(chunk.failure or "None")
                 if _AUTH_REFUSED.search(message):
