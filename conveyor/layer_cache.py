@@ -16,6 +16,7 @@ from a layer with that diff ID.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -65,6 +66,10 @@ class LayerCache:
                 "w", dir=file.parent, prefix=".entry-", delete=False
             ) as fh:
                 json.dump(asdict(blob), fh)
-            os.replace(fh.name, file)
         except OSError:
             return  # a cache that cannot be written only makes the next push slower
+        try:
+            os.replace(fh.name, file)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(fh.name)

@@ -108,10 +108,15 @@ def _member(archive: tarfile.TarFile, name: str) -> IO[bytes]:
     return found
 
 
+def _head(archive: tarfile.TarFile) -> tuple[bytes, list[str]]:
+    """The image config of a ``docker save`` archive and its layers' member names."""
+    entry = json.load(_member(archive, "manifest.json"))[0]
+    return _member(archive, entry["Config"]).read(), list(entry["Layers"])
+
+
 def _config(saved: IO[bytes]) -> bytes:
     with tarfile.open(fileobj=saved, mode="r:") as archive:
-        entry = json.load(_member(archive, "manifest.json"))[0]
-        config = _member(archive, entry["Config"]).read()
+        config, _ = _head(archive)
     saved.seek(0)
     return config
 
@@ -201,12 +206,11 @@ def _upload(
 ) -> tuple[str, bytes]:
     """Blobs the registry lacks, then the manifest under its digest; its digest and bytes."""
     with tarfile.open(fileobj=saved, mode="r:") as archive:
-        entry = json.load(_member(archive, "manifest.json"))[0]
-        config = _member(archive, entry["Config"]).read()
+        config, names = _head(archive)
         diff_ids = json.loads(config)["rootfs"]["diff_ids"]
         blobs = [
             _layer(registry, repository, archive, name, diff_id, layers)
-            for name, diff_id in zip(entry["Layers"], diff_ids, strict=True)
+            for name, diff_id in zip(names, diff_ids, strict=True)
         ]
     saved.seek(0)
     image = _Image(config, blobs)

@@ -68,6 +68,10 @@ def hello(engine: DockerEngine) -> tuple[BuiltImage, list[str]]:
     return built, lines
 
 
+# A build step as `docker build --progress=plain` names it: "#3 [1/4] COPY ...".
+STEP = re.compile(r"#\d+ \[\d+/\d+\] ")
+
+
 def test_sample_app_builds_with_labels_and_a_streamed_log(
     hello: tuple[BuiltImage, list[str]], docker_client: docker.DockerClient
 ) -> None:
@@ -85,7 +89,7 @@ def test_sample_app_builds_with_labels_and_a_streamed_log(
     # BuildKit's steps as `docker build --progress=plain` prints them: one call per
     # line, never a multi-line chunk, each step named once and in order, then done.
     assert all("\n" not in line for line in lines)
-    steps = [line.split(" ", 2) for line in lines if re.match(r"#\d+ \[\d+/\d+\] ", line)]
+    steps = [line.split(" ", 2) for line in lines if STEP.match(line)]
     assert [f"{s[1]} {s[2]}" for s in steps][:2] == [
         "[1/4] COPY busybox /bin/busybox",
         '[2/4] RUN ["/bin/busybox", "--install", "-s", "/bin"]',
@@ -111,7 +115,7 @@ def test_rebuild_of_the_same_source_is_cached(engine: DockerEngine) -> None:
     lines: list[str] = []
     engine.build(HELLO, Path("Dockerfile"), tag, log=lines.append, source_version=version)
     # Every step from the cache (without a commit the image's time is the build's).
-    steps = [line.split()[0] for line in lines if re.match(r"#\d+ \[\d+/\d+\] ", line)]
+    steps = [line.split()[0] for line in lines if STEP.match(line)]
     assert steps and all(f"{n} CACHED" in lines for n in steps)
 
 

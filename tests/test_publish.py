@@ -43,18 +43,25 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registr
         yield server, password
 
 
+@pytest.fixture
+def engine(docker_client: docker.DockerClient) -> DockerEngine:
+    return DockerEngine(docker_client, build_timeout_s=300)
+
+
 def _client(server: RegistryServer, password: str) -> RegistryClient:
     return RegistryClient(server.url, USER, SecretStr(password))
 
 
 def test_eight_concurrent_publications_of_one_commit_end_with_one_digest(
-    docker_client: docker.DockerClient, registry: tuple[RegistryServer, str], tmp_path: Path
+    engine: DockerEngine,
+    docker_client: docker.DockerClient,
+    registry: tuple[RegistryServer, str],
+    tmp_path: Path,
 ) -> None:
     if not Path("/usr/bin/busybox").is_file():
         missing("busybox-static", "apt-get install busybox-static")
     server, password = registry
     source = _source(tmp_path)
-    engine = DockerEngine(docker_client, build_timeout_s=300)
     repository = f"conveyor/ship-{secrets.token_hex(3)}"
     tags = [f"{server.address}/{repository}:run-{i}" for i in range(8)]
     start = threading.Barrier(8)
@@ -95,10 +102,9 @@ def test_eight_concurrent_publications_of_one_commit_end_with_one_digest(
 
 
 def test_a_version_tag_is_never_moved_to_another_image(
-    docker_client: docker.DockerClient, registry: tuple[RegistryServer, str], tmp_path: Path
+    engine: DockerEngine, registry: tuple[RegistryServer, str], tmp_path: Path
 ) -> None:
     server, password = registry
-    engine = DockerEngine(docker_client, build_timeout_s=300)
     repository = f"conveyor/other-{secrets.token_hex(3)}"
     images = []
     for page in ("one", "two"):
@@ -134,10 +140,12 @@ def test_a_version_tag_is_never_moved_to_another_image(
 
 
 def test_a_layer_published_before_is_mounted_and_a_wrong_record_costs_only_a_request(
-    docker_client: docker.DockerClient, registry: tuple[RegistryServer, str], tmp_path: Path
+    engine: DockerEngine,
+    docker_client: docker.DockerClient,
+    registry: tuple[RegistryServer, str],
+    tmp_path: Path,
 ) -> None:
     server, password = registry
-    engine = DockerEngine(docker_client, build_timeout_s=300)
     tag = f"conveyor-test/layers:{secrets.token_hex(4)}"
     discard(tag)
     image = engine.build(_source(tmp_path), Path("Dockerfile"), tag, {"VERSION": "1.0"}).id

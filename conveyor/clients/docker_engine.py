@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import IO, cast
 
@@ -155,7 +156,6 @@ class DockerEngine:
     def __init__(self, client: docker.DockerClient, build_timeout_s: float = 1800.0) -> None:
         self._client = client
         self._build_timeout_s = build_timeout_s
-        self._network: str | None = None
 
     def build(
         self,
@@ -185,9 +185,8 @@ class DockerEngine:
             "version": "2",  # BuildKit
         }
         with fileobj, engine_errors(f"build of {tag}"):
-            network = self._build_network()
-            if network is not None:
-                params["networkmode"] = network
+            if self._run_network is not None:
+                params["networkmode"] = self._run_network
             image_id = self._follow_build(self._post_build(params, fileobj), tag, log)
         if epoch is not None:
             image_id = self._reproducible(image_id or tag, tag, epoch)
@@ -220,15 +219,14 @@ class DockerEngine:
         api._raise_for_status(response)
         return cast(Iterable[object], api._stream_helper(response, decode=True))
 
-    def _build_network(self) -> str | None:
-        """Where RUN steps run. BuildKit's default is the engine's bridge, and on an
-        engine started without one (``dockerd --bridge=none``) every RUN fails ("network
-        bridge not found"); there the classic builder gave them loopback only, as
+    @cached_property
+    def _run_network(self) -> str | None:
+        """Where RUN steps run; None: BuildKit's default, the engine's bridge. On an
+        engine started without one (``dockerd --bridge=none``) every RUN fails there
+        ("network bridge not found"); the classic builder gave them loopback only, as
         BuildKit's "none" does."""
-        if self._network is None:
-            bridges = self._client.api.networks(names=["bridge"])
-            self._network = "default" if any(n["Name"] == "bridge" for n in bridges) else "none"
-        return None if self._network == "default" else self._network
+        bridges = self._client.api.networks(names=["bridge"])
+        return None if any(n["Name"] == "bridge" for n in bridges) else "none"
 
     def _reproducible(self, image: str, tag: str, epoch: int) -> str:
         """Rewrite the image's times to the commit's (see ``reproducible``); its new id."""
